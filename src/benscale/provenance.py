@@ -1,0 +1,118 @@
+"""Provenance: what a reviewer needs to know to re-run and compare a result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import socket
+import subprocess
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+#: Packages whose versions decide the numbers a run produces.
+TRACKED_PACKAGES: tuple[str, ...] = (
+    "benscale", "torch", "torchvision", "deepspeed", "numpy", "mpi4py", "mpich", "xarray",
+    "netCDF4", "rasterio", "pandas", "snakemake", "snakemake-executor-plugin-slurm",
+)
+
+#: Slurm variables worth keeping: job identity and allocation shape.
+SLURM_KEYS: tuple[str, ...] = (
+    "SLURM_JOB_ID", "SLURM_JOB_NAME", "SLURM_JOB_NODELIST", "SLURM_JOB_NUM_NODES",
+    "SLURM_NTASKS", "SLURM_NTASKS_PER_NODE", "SLURM_JOB_PARTITION", "SLURM_JOB_ACCOUNT",
+    "SLURM_CLUSTER_NAME", "SLURM_STEP_ID", "SLURM_RESTART_COUNT",
+)
+
+
+def git_commit(start: str | Path | None = None) -> dict[str, Any]:
+    """The commit of the benscale checkout (or ``start``), and whether it had local edits."""
+    cwd = Path(start) if start else Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True,
+                                text=True, check=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                    cwd=cwd, capture_output=True, text=True,
+                                    timeout=10).stdout.strip())
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit, "dirty": dirty}
+
+
+def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
+    """Installed versions of ``names`` (None where not installed)."""
+    versions: dict[str, str | None] = {}
+    for name in names:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo, else platform.processor()."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def gpu_models() -> list[str]:
+    """Names of the visible CUDA devices (empty without CUDA; torch imported lazily)."""
+    try:
+        import torch
+    except ImportError:
+        return []
+    if not torch.cuda.is_available():
+        return []
+    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+
+
+def config_hash(config: Any) -> str:
+    """SHA-256 of the canonical JSON of a resolved configuration."""
+    canonical = json.dumps(config, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def slurm_environment(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The Slurm job variables present in ``env`` (default: os.environ)."""
+    env = os.environ if env is None else env
+    return {k: env[k] for k in SLURM_KEYS if k in env}
+
+
+def machine() -> dict[str, Any]:
+    """A description of this host: name, OS, CPU, cores, memory, GPUs."""
+    try:
+        mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text()
+                          .splitlines() if line.startswith("MemTotal")))
+    except (OSError, StopIteration, ValueError):
+        mem_kb = None
+    return {
+        "hostname": socket.gethostname(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "cpu_model": cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "memory_gib": round(mem_kb / 2**20, 1) if mem_kb else None,
+        "gpus": gpu_models(),
+    }
+
+
+def collect(config: Any | None = None) -> dict[str, Any]:
+    """Everything above in one record, stamped with the current UTC time."""
+    record: dict[str, Any] = {
+        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
+        "git": git_commit(),
+        "packages": package_versions(),
+        "machine": machine(),
+        "slurm": slurm_environment(),
+    }
+    if config is not None:
+        record["config_hash"] = config_hash(config)
+    return record
