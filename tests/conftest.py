@@ -33,3 +33,31 @@ def shared_dir() -> Path:
 def real_v1_samples(shared_dir: Path) -> Path:
     """The folder holding BigEarthNet-v1.0/ with three REAL v1 patches."""
     return shared_dir / "bigearthnet" / "samples" / "v1"
+
+
+def run_cli(*argv: str) -> None:
+    """Run ``benscale ARGV`` in-process and fail the test on a non-zero exit."""
+    from benscale.cli import main
+
+    rc = main([str(a) for a in argv])
+    assert rc == 0, f"benscale {' '.join(map(str, argv))} exited {rc}"
+
+
+def build_dataset(root: Path, fmt: str, patches: int, seed: int) -> Path:
+    """synth -> ingest -> extract into ``root``; returns the shards folder (real files)."""
+    archive, index, shards = root / "archive", root / "index", root / "shards"
+    run_cli("synth", "--format", fmt, "--patches", patches, "--seed", seed, "--out", archive)
+    ingest_args = ["ingest", archive, "--out", index]
+    if fmt == "v1":
+        ingest_args += ["--v1-lists", archive / "v1-lists"]
+    run_cli(*ingest_args)
+    run_cli("extract", index / "index.parquet", "--out", shards, "--shard-size", 64,
+            "--workers", 1)
+    return shards
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small extracted dataset (v1 synthetic archive, 160 patches) shared by the
+    training, workflow and report tests. Treat it as read-only."""
+    return build_dataset(tmp_path_factory.mktemp("tiny"), "v1", patches=160, seed=7)
