@@ -1,0 +1,294 @@
+"""The shard format: how ``benscale extract`` writes it, how the training stage reads it.
+
+A shard is one netCDF4 file ``DIR/<split>/shard-NNNNN.nc`` holding up to ``shard_size``
+patches (docs/architecture.md, section 3; docs/shards.md for the layout choices):
+
+* ``reflectance(patch, band, y, x)`` uint16, one HDF5 chunk per patch, zlib + shuffle, so
+  reading one patch decompresses exactly one chunk (~345 kB raw) and never a whole shard;
+* ``labels(patch, class)`` uint8 multi-hot in the ORIGINAL 19-class order;
+* coordinates ``patch_id``, ``band`` (+ ``wavelength_nm``, ``resolution_m``), ``class``.
+
+``shard_dataset`` + ``write_shard`` define the file (used by benscale.patches);
+``ShardSet``, ``load_stats`` and ``stats_arrays`` read it back.
+
+``DIR/manifest.json`` lists the shards of each split in order; a patch's global index in a
+split is its position in that concatenation. The reader below uses netCDF4 directly (not
+xarray): per-sample reads are on the hot path of training and xarray adds ~100 us each.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import netCDF4
+import numpy as np
+import rasterio
+import xarray as xr
+
+from benscale import __version__
+from benscale.atomic import atomic_path
+from benscale.bigearthnet import BAND_NAMES, BANDS, PATCH_PX, label_tables
+from benscale.errors import DataError
+
+#: File names inside the extraction folder (docs/architecture.md, section 3).
+MANIFEST_NAME = "manifest.json"
+STATS_NAME = "stats.json"
+REPORT_NAME = "extract-report.json"
+
+#: One HDF5 chunk per patch: random access to a patch decompresses one chunk only.
+#: Chosen by measurement (docs/shards.md, bench/shard_layout.py).
+REFLECTANCE_CHUNK: tuple[int, int, int, int] = (1, len(BAND_NAMES), PATCH_PX, PATCH_PX)
+#: zlib level; with the byte shuffle filter (docs/shards.md has the figures).
+ZLIB_LEVEL = 1
+#: Byte shuffle before zlib: uint16 high bytes compress far better when grouped.
+SHUFFLE = True
+
+
+def shard_name(number: int) -> str:
+    """The file name of shard ``number`` of a split: ``shard-00042.nc``."""
+    return f"shard-{number:05d}.nc"
+
+
+def reflectance_encoding() -> dict[str, Any]:
+    """xarray/netCDF4 encoding of ``reflectance``: chunking, compression, no fill value.
+
+    No ``_FillValue``: 0 and 65535 are valid raw values and netCDF4-python would otherwise
+    mask 65535 on read.
+    """
+    return {"zlib": True, "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE,
+            "chunksizes": REFLECTANCE_CHUNK, "_FillValue": None}
+
+
+def labels_encoding(n_patches: int, n_classes: int) -> dict[str, Any]:
+    """Encoding of ``labels``: one chunk for the whole shard (read once, at start-up)."""
+    return {"zlib": True, "complevel": ZLIB_LEVEL, "shuffle": False,
+            "chunksizes": (max(n_patches, 1), n_classes), "_FillValue": None}
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    """Where a shard belongs and how it was made (its global attributes)."""
+
+    split: str
+    number: int
+    resampling: str
+    source_format: str
+
+
+def shard_dataset(ids: list[str], reflectance: np.ndarray, labels: np.ndarray,
+                  info: ShardInfo) -> xr.Dataset:
+    """The shard as an xarray Dataset with CF-style attributes.
+
+    Args:
+        ids: patch ids, one per row of ``reflectance`` and ``labels``.
+        reflectance: uint16 (patch, 12, 120, 120), bands in BAND_NAMES order.
+        labels: uint8 (patch, 19) multi-hot, original class order.
+        info: where the shard belongs and how it was made.
+    """
+    classes = label_tables().classes19
+    coords = {
+        "patch_id": ("patch", np.array(ids, dtype=object),
+                     {"long_name": "BigEarthNet patch name (v1 folder name or v2 patch_id)"}),
+        "band": ("band", np.array(BAND_NAMES, dtype=object),
+                 {"long_name": "Sentinel-2 L2A band"}),
+        "wavelength_nm": ("band", np.array([b.wavelength_nm for b in BANDS], dtype=np.int16),
+                          {"long_name": "central wavelength", "units": "nm"}),
+        "resolution_m": ("band", np.array([b.resolution_m for b in BANDS], dtype=np.int16),
+                         {"long_name": "native ground sampling distance", "units": "m"}),
+        "class": ("class", np.array(classes, dtype=object),
+                  {"long_name": "BigEarthNet 19-class nomenclature, original order"}),
+    }
+    data_vars = {
+        "reflectance": (("patch", "band", "y", "x"), reflectance, {
+            "long_name": "Sentinel-2 L2A bottom-of-atmosphere reflectance x 10000",
+            "standard_name": "surface_bidirectional_reflectance",
+            "units": "1", "quantification_value": 10000,
+            "comment": "raw digital numbers as in the GeoTIFFs; divide by "
+                       "quantification_value for reflectance"}),
+        "labels": (("patch", "class"), labels, {
+            "long_name": "multi-hot 19-class labels", "units": "1",
+            "flag_values": np.array([0, 1], dtype=np.uint8),
+            "flag_meanings": "absent present"}),
+    }
+    attrs = {
+        "Conventions": "CF-1.10",
+        "title": f"BigEarthNet Sentinel-2 patches, {info.split} split, shard {info.number}",
+        "source": f"BigEarthNet Sentinel-2 L2A GeoTIFFs (format {info.source_format}), read "
+                  f"with rasterio {rasterio.__version__} / GDAL {rasterio.__gdal_version__}",
+        "resampling": f"{info.resampling}: 20 m and 60 m bands to {PATCH_PX}x{PATCH_PX} px "
+                      "with rasterio out_shape; 10 m bands as stored",
+        "benscale_version": __version__,
+        "split": info.split,
+        "shard_number": info.number,
+        "references": "benscale docs/architecture.md section 3, docs/shards.md",
+    }
+    return xr.Dataset(data_vars=data_vars, coords=coords, attrs=attrs)
+
+
+def write_shard(dataset: xr.Dataset, target: Path) -> dict[str, Any]:
+    """Write ``dataset`` to ``target`` via a temporary file; return its size and sha256."""
+    encoding = {"reflectance": reflectance_encoding(),
+                "labels": labels_encoding(dataset.sizes["patch"], dataset.sizes["class"])}
+    with atomic_path(target) as tmp:
+        dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
+        digest = sha256_file(tmp)
+        size_bytes = tmp.stat().st_size
+    return {"sha256": digest, "size_bytes": size_bytes}
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 4 MiB blocks."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        while block := fh.read(4 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_manifest(root: str | Path) -> dict[str, Any]:
+    """Read ``DIR/manifest.json``; a missing or unreadable one is a DataError."""
+    return _load_json(Path(root) / MANIFEST_NAME, "run `benscale extract` first")
+
+
+def load_stats(root: str | Path,
+               bands: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
+    """Per-band (mean, std) of the train split from ``DIR/stats.json``, in ``bands`` order.
+
+    Args:
+        root: the extraction folder.
+        bands: the bands wanted (default: all 12 in BAND_NAMES order).
+
+    Returns:
+        An ordered dict band name -> (mean, std), population std (ddof 0).
+    """
+    path = Path(root) / STATS_NAME
+    raw = _load_json(path, "run `benscale extract` first")["bands"]
+    wanted = tuple(bands) if bands is not None else BAND_NAMES
+    _check_bands(wanted, path)
+    if any(raw[b]["mean"] is None for b in wanted):
+        raise DataError(f"{path}: no statistics (the train split was empty); "
+                        "extract an index with train patches")
+    return {b: (float(raw[b]["mean"]), float(raw[b]["std"])) for b in wanted}
+
+
+def stats_arrays(stats: dict[str, tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """(mean, std) as float32 arrays of shape (C, 1, 1), ready to normalise a (C, H, W) patch."""
+    mean = np.array([m for m, _ in stats.values()], dtype=np.float32)[:, None, None]
+    std = np.array([s for _, s in stats.values()], dtype=np.float32)[:, None, None]
+    return mean, std
+
+
+class ShardSet:
+    """Random access to the patches of one split, without loading whole shards.
+
+    The labels and patch ids of every shard are read at construction (small); reflectance
+    is read one patch (one HDF5 chunk) at a time. File handles open lazily and are dropped
+    on pickling, so a ShardSet can be handed to DataLoader worker processes: each process
+    opens its own handles (HDF5 handles must not cross a fork).
+
+    Example:
+        >>> ds = ShardSet("results/demo/shards", "train", bands=("B02", "B03", "B04"))
+        >>> x, y = ds.read(0)   # uint16 (3, 120, 120), uint8 (19,)
+    """
+
+    def __init__(self, root: str | Path, split: str, bands: Sequence[str] | None = None) -> None:
+        """Index the shards of ``split`` listed in ``root/manifest.json``.
+
+        Args:
+            root: the extraction folder (holding manifest.json).
+            split: ``train``, ``validation`` or ``test``.
+            bands: a subset of band names, in the order wanted (default: all 12).
+        """
+        self.root = Path(root)
+        manifest = load_manifest(self.root)
+        if split not in manifest["splits"]:
+            raise DataError(f"{self.root / MANIFEST_NAME}: no split {split!r} (has "
+                            f"{sorted(manifest['splits'])}); check the index's split column")
+        self.split = split
+        self.classes: tuple[str, ...] = tuple(manifest["classes"])
+        stored = tuple(manifest["bands"])
+        self.bands: tuple[str, ...] = tuple(bands) if bands is not None else stored
+        _check_bands(self.bands, self.root / MANIFEST_NAME)
+        self._band_index = np.array([stored.index(b) for b in self.bands])
+        self._all_bands = self.bands == stored
+        self.paths = [self.root / s["path"] for s in manifest["splits"][split]["shards"]]
+        self.patch_ids, self.labels, self._starts = self._read_index()
+        self._handles: dict[int, netCDF4.Dataset] = {}
+        self._pid = os.getpid()
+
+    def __len__(self) -> int:
+        """Number of patches in the split."""
+        return len(self.patch_ids)
+
+    def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Patch ``i`` of the split: (uint16 (C, 120, 120) reflectance, uint8 (19,) labels)."""
+        if not 0 <= i < len(self):
+            raise IndexError(f"patch {i} out of range for {len(self)} patches")
+        shard = bisect.bisect_right(self._starts, i) - 1
+        var = self._handle(shard).variables["reflectance"]
+        patch = np.asarray(var[i - self._starts[shard]])
+        if not self._all_bands:
+            patch = patch[self._band_index]
+        return patch, self.labels[i]
+
+    def close(self) -> None:
+        """Close the open shard files (they reopen on the next read)."""
+        for handle in self._handles.values():
+            handle.close()
+        self._handles.clear()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickle without file handles: each process opens its own."""
+        state = self.__dict__.copy()
+        state["_handles"] = {}
+        return state
+
+    def _handle(self, shard: int) -> netCDF4.Dataset:
+        if self._pid != os.getpid():  # forked: inherited handles are not ours to use
+            self._handles, self._pid = {}, os.getpid()
+        if shard not in self._handles:
+            handle = netCDF4.Dataset(self.paths[shard], "r")
+            handle.set_auto_mask(False)
+            self._handles[shard] = handle
+        return self._handles[shard]
+
+    def _read_index(self) -> tuple[list[str], np.ndarray, list[int]]:
+        ids: list[str] = []
+        labels: list[np.ndarray] = []
+        starts: list[int] = []
+        for path in self.paths:
+            starts.append(len(ids))
+            try:
+                with netCDF4.Dataset(path, "r") as nc:
+                    nc.set_auto_mask(False)
+                    ids.extend(str(p) for p in nc.variables["patch_id"][:])
+                    labels.append(np.asarray(nc.variables["labels"][:], dtype=np.uint8))
+            except OSError as exc:
+                raise DataError(f"{path}: cannot read shard ({exc}); re-run "
+                                "`benscale extract` to rewrite it") from exc
+        n_classes = len(self.classes)
+        stacked = np.concatenate(labels) if labels else np.zeros((0, n_classes), np.uint8)
+        return ids, stacked, starts
+
+
+def _check_bands(bands: Sequence[str], source: Path) -> None:
+    unknown = [b for b in bands if b not in BAND_NAMES]
+    if unknown or not bands:
+        raise DataError(f"{source}: unknown band(s) {unknown or '(none given)'}; "
+                        f"choose from {list(BAND_NAMES)}")
+
+
+def _load_json(path: Path, fix: str) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise DataError(f"{path}: not found; {fix}") from exc
+    except (OSError, json.JSONDecodeError) as exc:
+        raise DataError(f"{path}: unreadable ({exc}); {fix}") from exc

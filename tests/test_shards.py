@@ -1,0 +1,109 @@
+"""The shard reader the training stage uses, on shards extracted from the REAL patches."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import netCDF4
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from benscale.bigearthnet import BAND_NAMES, label_tables
+from benscale.cli import main
+from benscale.errors import DataError
+from benscale.shards import ShardSet, load_manifest, load_stats, stats_arrays
+
+
+def _labels19(folder: Path) -> list[str]:
+    tables = label_tables()
+    meta = json.loads((folder / f"{folder.name}_labels_metadata.json").read_text())
+    mapped = {tables.map43_to_19[name] for name in meta["labels"]} - {None}
+    return [c for c in tables.classes19 if c in mapped]
+
+
+@pytest.fixture(scope="module")
+def shards(real_v1_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All three real patches in the train split, two shards (sizes 2 and 1)."""
+    root = tmp_path_factory.mktemp("shardset")
+    folders = sorted(p for p in (real_v1_samples / "BigEarthNet-v1.0").iterdir() if p.is_dir())
+    rows = [{"patch_id": f.name, "split": "train", "labels": _labels19(f), "path": str(f),
+             "format": "v1"} for f in folders]
+    pd.DataFrame(rows).to_parquet(root / "index.parquet")
+    rc = main(["extract", str(root / "index.parquet"), "--out", str(root / "shards"),
+               "--shard-size", "2"])
+    assert rc == 0
+    return root / "shards"
+
+
+def _reference(shards: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    ids, refl, labels = [], [], []
+    for path in sorted((shards / "train").glob("shard-*.nc")):
+        with xr.open_dataset(path) as ds:
+            ids += [str(p) for p in ds["patch_id"].values]
+            refl.append(ds["reflectance"].values)
+            labels.append(ds["labels"].values)
+    return ids, np.concatenate(refl), np.concatenate(labels)
+
+
+def test_shardset_reads_every_patch_across_shards(shards: Path) -> None:
+    ids, refl, labels = _reference(shards)
+    ds = ShardSet(shards, "train")
+    assert len(ds) == 3 and len(ds.paths) == 2
+    assert ds.patch_ids == ids and ds.bands == BAND_NAMES
+    assert ds.classes == label_tables().classes19
+    np.testing.assert_array_equal(ds.labels, labels)
+    for i in (2, 0, 1):  # random order, across the shard boundary
+        x, y = ds.read(i)
+        assert x.dtype == np.uint16 and x.shape == (12, 120, 120)
+        assert y.dtype == np.uint8 and y.shape == (19,)
+        np.testing.assert_array_equal(x, refl[i])
+        np.testing.assert_array_equal(y, labels[i])
+    with pytest.raises(IndexError):
+        ds.read(3)
+    ds.close()
+
+
+def test_shardset_band_subset_and_pickling(shards: Path) -> None:
+    _, refl, _ = _reference(shards)
+    bands = ("B8A", "B02", "B04")
+    ds = ShardSet(shards, "train", bands=bands)
+    ds.read(0)  # opens a handle, which must not travel through pickle
+    clone = pickle.loads(pickle.dumps(ds))
+    want = refl[1][[BAND_NAMES.index(b) for b in bands]]
+    np.testing.assert_array_equal(clone.read(1)[0], want)
+    np.testing.assert_array_equal(ds.read(1)[0], want)
+
+
+def test_random_access_reads_one_chunk(shards: Path) -> None:
+    """The layout promise: one patch is one HDF5 chunk, never the whole shard."""
+    with netCDF4.Dataset(shards / "train/shard-00000.nc") as nc:
+        var = nc.variables["reflectance"]
+        assert var.chunking() == [1, 12, 120, 120]
+        assert var.filters()["zlib"] and var.filters()["shuffle"]
+
+
+def test_load_stats_in_requested_order(shards: Path) -> None:
+    _, refl, _ = _reference(shards)
+    stats = load_stats(shards, bands=("B12", "B01"))
+    assert list(stats) == ["B12", "B01"]
+    data = refl.astype(np.float64)
+    assert stats["B12"][0] == pytest.approx(data[:, 11].mean(), rel=1e-13)
+    assert stats["B01"][1] == pytest.approx(data[:, 0].std(), rel=1e-12)
+    mean, std = stats_arrays(stats)
+    assert mean.shape == std.shape == (2, 1, 1) and mean.dtype == np.float32
+    assert list(load_stats(shards)) == list(BAND_NAMES)
+
+
+def test_reader_errors_name_the_file(shards: Path, tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="manifest.json: not found"):
+        load_manifest(tmp_path)
+    with pytest.raises(DataError, match="no split 'test'"):
+        ShardSet(shards, "test")
+    with pytest.raises(DataError, match="unknown band"):
+        ShardSet(shards, "train", bands=("B10",))
+    with pytest.raises(DataError, match="unknown band"):
+        load_stats(shards, bands=("B10",))
