@@ -120,3 +120,74 @@ def label_tables() -> LabelTables:
         for idx in cls["from43"]:
             mapping[labels43[idx]] = cls["name"]
     return LabelTables(labels43, tuple(c["name"] for c in classes), mapping)
+
+
+# --- Archive layout (source: FORMAT.md, checked against samples/ and reference/) --------
+
+#: Top folder of the unpacked v1.0 archive ``BigEarthNet-S2-v1.0.tar.gz``.
+V1_ROOT_DIR = "BigEarthNet-v1.0"
+#: Top folder of the unpacked v2.0 archive ``BigEarthNet-S2.tar.zst``.
+V2_ROOT_DIR = "BigEarthNet-S2"
+#: v2 metadata files published beside the archive (reBEN release).
+V2_METADATA_FILE = "metadata.parquet"
+V2_SNOW_CLOUD_FILE = "metadata_for_patches_with_snow_cloud_or_shadow.parquet"
+#: Folder where ``benscale synth --format v1`` writes the official-format lists.
+V1_LISTS_DIR = "v1-lists"
+
+#: v1 patch folder name: unpadded col/row, 5- or 6-digit time (a leading zero of the hour
+#: is dropped in 69,866 names, e.g. ``S2B_MSIL2A_20170924T93020_69_24``).
+V1_NAME_PATTERN = r"S2[AB]_MSIL2A_\d{8}T\d{5,6}_\d{1,3}_\d{1,3}"
+#: v2 patch_id: zero-padded coordinates; the product folder is patch_id minus ``_xx_yy``.
+V2_PATCH_ID_PATTERN = r"S2[AB]_MSIL2A_\d{8}T\d{6}_N9999_R\d{3}_T\d{2}[A-Z]{3}_\d{2}_\d{2}"
+#: Sentinel-2 tile id inside a v1 ``tile_source`` or a v2 patch_id, e.g. ``T33UUP``.
+TILE_PATTERN = r"_(T\d{2}[A-Z]{3})_"
+#: Suffix of a v1 patch's metadata file ``<name>_labels_metadata.json``.
+V1_JSON_SUFFIX = "_labels_metadata.json"
+#: Keys of every v1 JSON (all five are present in the real archive).
+V1_JSON_KEYS: tuple[str, ...] = ("labels", "coordinates", "projection", "tile_source",
+                                 "acquisition_date")
+#: Format of the v1 JSON ``acquisition_date`` (UTC).
+V1_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
+
+#: Official v1 lists (bzip2 in the release, no header, one name per line, CRLF), published
+#: separately from the archive; copies in reference/v1/. Split file -> our split name.
+V1_SPLIT_FILES: dict[str, str] = {"train": "train.csv", "validation": "val.csv",
+                                  "test": "test.csv"}
+#: Exclusion lists of v1 (disjoint; the official splits exclude both): reason -> file.
+V1_EXCLUSION_FILES: dict[str, str] = {"seasonal snow": "patches_with_seasonal_snow.csv",
+                                      "cloud or shadow": "patches_with_cloud_and_shadow.csv"}
+#: Sizes of the official v1 lists (reference/v1/, counted).
+V1_LIST_COUNTS: dict[str, int] = {"train": 269_695, "validation": 123_723, "test": 125_866,
+                                  "seasonal snow": 61_707, "cloud or shadow": 9_280}
+
+#: Columns of the real v2 ``metadata.parquet`` and the snow/cloud parquet, with their Arrow
+#: types (reference/v2/, read with pyarrow: written by DuckDB, 8 columns).
+V2_METADATA_COLUMNS: dict[str, str] = {
+    "patch_id": "string", "labels": "list<string>", "split": "string", "country": "string",
+    "s1_name": "string", "s2v1_name": "string", "contains_seasonal_snow": "bool",
+    "contains_cloud_or_shadow": "bool",
+}
+#: Split counts of the real v2 metadata.parquet (reference/v2/, counted).
+V2_SPLIT_COUNTS: dict[str, int] = {"train": 237_871, "validation": 122_342, "test": 119_825}
+#: Countries of the v2 metadata (reference/v2/metadata.parquet, value counts).
+V2_COUNTRIES: tuple[str, ...] = ("Finland", "Portugal", "Serbia", "Lithuania", "Ireland",
+                                 "Austria", "Belgium", "Switzerland", "Luxembourg", "Kosovo")
+#: How often each 19-class label occurs in the v2 metadata (reference/v2/metadata.parquet,
+#: 480,038 rows); ``benscale synth`` draws labels with these frequencies.
+V2_LABEL_COUNTS: dict[str, int] = {
+    "Urban fabric": 63_758, "Industrial or commercial units": 11_142,
+    "Arable land": 188_025, "Permanent crops": 29_588, "Pastures": 95_605,
+    "Complex cultivation patterns": 99_598,
+    "Land principally occupied by agriculture, with significant areas of natural "
+    "vegetation": 122_709,
+    "Agro-forestry areas": 33_181, "Broad-leaved forest": 135_928,
+    "Coniferous forest": 154_941, "Mixed forest": 165_780,
+    "Natural grassland and sparsely vegetated areas": 11_882,
+    "Moors, heathland and sclerophyllous vegetation": 13_894,
+    "Transitional woodland, shrub": 141_150, "Beaches, dunes, sands": 1_316,
+    "Inland wetlands": 20_919, "Coastal wetlands": 1_397, "Inland waters": 63_212,
+    "Marine waters": 61_832,
+}
+#: Labels per patch in the v2 metadata (reference/v2/, counted): 1..5 cover 97 %.
+V2_LABELS_PER_PATCH: dict[int, int] = {1: 86_375, 2: 94_649, 3: 135_885, 4: 102_036,
+                                       5: 45_329, 6: 12_963, 7: 2_478, 8: 302}

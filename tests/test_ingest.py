@@ -1,0 +1,191 @@
+"""`benscale ingest` on real files: the real v1 samples and lists, the real v2 metadata,
+synthetic archives as folders and as .tar.gz / .tar.zst."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+from conftest import run_cli
+
+from benscale.bigearthnet import SPLITS, V1_LIST_COUNTS, V2_SPLIT_COUNTS, label_tables
+from benscale.ingest import deterministic_split, ingest, read_v1_lists
+
+N = 40
+
+
+def _index(out: Path) -> pd.DataFrame:
+    return pd.read_parquet(out / "index.parquet")
+
+
+def _report(out: Path) -> dict:
+    return json.loads((out / "ingest-report.json").read_text())
+
+
+def make_tar(src: Path, dest: Path) -> Path:
+    """Pack the contents of ``src`` as the release does (.tar.gz or .tar.zst)."""
+    if dest.name.endswith(".tar.zst"):
+        plain = dest.with_name(dest.name.removesuffix(".zst"))
+        with tarfile.open(plain, "w") as tar:
+            for child in sorted(src.iterdir()):
+                tar.add(child, arcname=child.name)
+        dest.write_bytes(zstandard.ZstdCompressor().compress(plain.read_bytes()))
+        plain.unlink()
+    else:
+        with tarfile.open(dest, "w:gz") as tar:
+            for child in sorted(src.iterdir()):
+                tar.add(child, arcname=child.name)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def synth_archives(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("archives")
+    for fmt in ("v1", "v2"):
+        run_cli("synth", "--format", fmt, "--patches", N, "--seed", 9, "--out", root / fmt)
+    return {"v1": root / "v1", "v2": root / "v2"}
+
+
+def test_official_v1_lists_parse(shared_dir: Path) -> None:
+    lists = read_v1_lists(shared_dir / "bigearthnet/reference/v1")
+    counts = {s: len(v) for s, v in lists.splits.items()}
+    counts |= {r: len(v) for r, v in lists.exclusions.items()}
+    assert counts == V1_LIST_COUNTS
+    assert all("\r" not in n for n in lists.splits["train"][:100])
+
+
+def test_real_v1_samples_with_official_lists(real_v1_samples: Path, shared_dir: Path,
+                                             tmp_path: Path) -> None:
+    run_cli("ingest", real_v1_samples, "--out", tmp_path, "--v1-lists",
+            shared_dir / "bigearthnet/reference/v1")
+    index = _index(tmp_path).set_index("patch_id")
+    assert index.loc["S2A_MSIL2A_20170613T101031_87_48", "split"] == "test"
+    assert list(index.loc["S2A_MSIL2A_20170613T101031_87_48", "labels"]) == [
+        "Arable land",
+        "Land principally occupied by agriculture, with significant areas of natural vegetation"]
+    assert list(index.loc["S2A_MSIL2A_20170617T113321_36_85", "labels"]) == ["Arable land",
+                                                                           "Pastures"]
+    assert list(index.loc["S2A_MSIL2A_20170617T113321_4_55", "labels"]) == ["Pastures"]
+    assert set(index["split"]) == {"train", "test"}
+    assert index.loc["S2A_MSIL2A_20170613T101031_87_48", "tile"] == "T33UUP"
+    assert str(index.loc["S2A_MSIL2A_20170613T101031_87_48", "acquisition_date"]) == \
+        "2017-06-13 10:10:31+00:00"
+    assert index["country"].isna().all() and (index["format"] == "v1").all()
+    report = _report(tmp_path)
+    assert report["split_source"] == "official" and report["n_indexed"] == 3
+    assert report["listed_not_in_archive"] == 519_284 - 3
+    assert Path(index.iloc[0]["path"]).is_absolute()
+
+
+def test_real_v1_samples_deterministic_split(real_v1_samples: Path, tmp_path: Path) -> None:
+    run_cli("ingest", real_v1_samples / "BigEarthNet-v1.0", "--out", tmp_path)
+    index = _index(tmp_path)
+    assert len(index) == 3
+    assert all(row.split == deterministic_split(row.patch_id) for row in index.itertuples())
+    report = _report(tmp_path)
+    assert report["split_source"] == "deterministic" and "sha256" in report["split_rule"]
+
+
+def test_full_v2_reference_metadata(shared_dir: Path, tmp_path: Path) -> None:
+    ref = shared_dir / "bigearthnet/reference/v2"
+    run_cli("ingest", ref, "--out", tmp_path, "--no-check-files")
+    report = _report(tmp_path)
+    assert report["counts"] == V2_SPLIT_COUNTS
+    assert report["excluded_counts"] == {"seasonal snow": 60_773, "cloud or shadow": 8_677}
+    assert report["rejected"] == [] and report["checked_files"] is False
+    table = pq.read_table(tmp_path / "index.parquet")
+    assert table.num_rows == 480_038
+    ids = table.column("patch_id").to_pylist()
+    row = table.slice(ids.index("S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57"),
+                      1).to_pylist()[0]
+    # the metadata lists them alphabetically; the index keeps the original class order
+    assert row["labels"] == ["Arable land", "Pastures", "Broad-leaved forest", "Mixed forest"]
+    assert (row["split"], row["country"], row["tile"]) == ("test", "Austria", "T33UUP")
+    assert row["path"].endswith("BigEarthNet-S2/S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP/"
+                                "S2A_MSIL2A_20170613T101031_N9999_R022_T33UUP_26_57")
+    splits = table.column("split").to_pylist()
+    assert splits == sorted(splits, key=SPLITS.index)
+
+
+def _expected_v1(archive: Path) -> dict[str, tuple[str, list[str]]]:
+    """patch -> (split, 19-class labels) straight from the lists and JSON files."""
+    lists = read_v1_lists(archive / "v1-lists")
+    tables = label_tables()
+    out = {}
+    for split, names in lists.splits.items():
+        for name in names:
+            meta = json.loads((archive / "BigEarthNet-v1.0" / name /
+                               f"{name}_labels_metadata.json").read_text())
+            classes = {tables.map43_to_19[x] for x in meta["labels"]} - {None}
+            out[name] = (split, [c for c in tables.classes19 if c in classes])
+    return out
+
+
+def _expected_v2(archive: Path) -> dict[str, tuple[str, list[str]]]:
+    rows = pq.read_table(archive / "metadata.parquet").to_pylist()
+    order = label_tables().classes19
+    return {r["patch_id"]: (r["split"], sorted(r["labels"], key=order.index)) for r in rows}
+
+
+def _check_no_loss(out: Path, expected: dict[str, tuple[str, list[str]]]) -> None:
+    index = _index(out)
+    got = {r.patch_id: (r.split, list(r.labels)) for r in index.itertuples()}
+    assert got == expected
+    assert all(Path(p).is_dir() for p in index["path"])
+    assert _report(out)["rejected"] == []
+
+
+@pytest.mark.parametrize("fmt", ["v1", "v2"])
+@pytest.mark.parametrize("form", ["folder", "top-folder", ".tar.gz", ".tar.zst"])
+def test_synthetic_archive_forms(synth_archives: dict[str, Path], tmp_path: Path, fmt: str,
+                                 form: str) -> None:
+    archive = synth_archives[fmt]
+    expected = _expected_v1(archive) if fmt == "v1" else _expected_v2(archive)
+    if form == "folder":
+        target = archive
+    elif form == "top-folder":
+        target = archive / ("BigEarthNet-v1.0" if fmt == "v1" else "BigEarthNet-S2")
+    else:
+        target = make_tar(archive, tmp_path / f"archive{form}")
+    args = ["ingest", target, "--out", tmp_path / "out", "--format", fmt]
+    run_cli(*args)
+    _check_no_loss(tmp_path / "out", expected)
+    report = _report(tmp_path / "out")
+    assert report["split_source"] == ("official" if fmt == "v1" else "metadata")
+    assert set(report["excluded_counts"]) >= {"seasonal snow", "cloud or shadow"}
+    if form.startswith(".tar"):
+        assert (tmp_path / "out" / "unpacked").is_dir()
+        run_cli(*args)  # a re-run reuses the unpacked tree
+        _check_no_loss(tmp_path / "out", expected)
+
+
+def test_v1_without_lists_is_deterministic(synth_archives: dict[str, Path],
+                                           tmp_path: Path) -> None:
+    archive = tmp_path / "no-lists"
+    shutil.copytree(synth_archives["v1"] / "BigEarthNet-v1.0", archive / "BigEarthNet-v1.0")
+    for out in ("a", "b"):
+        ingest(archive, tmp_path / out)
+    a, b = _index(tmp_path / "a"), _index(tmp_path / "b")
+    assert a.equals(b)
+    report = _report(tmp_path / "a")
+    assert report["split_source"] == "deterministic"
+    assert report["excluded_counts"] == {"no 19-class label": 1}
+    assert len(a) == N - 1
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fmt", ["v1", "v2"])
+def test_2000_patches_no_loss(tmp_path: Path, fmt: str) -> None:
+    archive = tmp_path / "archive"
+    run_cli("synth", "--format", fmt, "--patches", 2000, "--seed", 1, "--out", archive)
+    run_cli("ingest", archive, "--out", tmp_path / "out")
+    _check_no_loss(tmp_path / "out", _expected_v1(archive) if fmt == "v1"
+                   else _expected_v2(archive))
+    report = _report(tmp_path / "out")
+    assert report["n_indexed"] + sum(report["excluded_counts"].values()) == 2000
