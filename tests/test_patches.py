@@ -379,13 +379,11 @@ def test_bad_options(real_v1_samples: Path, tmp_path: Path) -> None:
 # ------------------------------------------------------------------ whole data path
 
 
-def test_synth_ingest_extract_round_trip(request: pytest.FixtureRequest) -> None:
+def test_synth_ingest_extract_round_trip(tiny_shards: Path) -> None:
     """The shared `tiny_shards` fixture (synth -> ingest -> extract): nothing lost."""
-    pytest.importorskip("benscale.synth", reason="benscale synth not built yet")
-    pytest.importorskip("benscale.ingest", reason="benscale ingest not built yet")
     from benscale.shards import ShardSet
 
-    shards: Path = request.getfixturevalue("tiny_shards")
+    shards = tiny_shards
     index = pd.read_parquet(shards.parent / "index" / "index.parquet")
     report = json.loads((shards / "extract-report.json").read_text())
     assert report["rejected"] == [] and report["n_extracted"] == len(index)
