@@ -1,0 +1,163 @@
+"""One training epoch and one evaluation pass through the DeepSpeed engine.
+
+Kept apart from the run's bookkeeping so that bench/ can drive the very same step on
+in-memory tensors (:func:`synthetic_steps`): same engine, same timers, no files.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from benscale.train.model import batchnorm_buffers
+from benscale.train.timing import CommTimer, PhaseTimes, synchronize
+
+
+@dataclass
+class StepContext:
+    """What every step needs: the engine, where tensors go, and the comm timer."""
+
+    engine: Any
+    device: torch.device
+    dtype: torch.dtype
+    channels_last: bool
+    comm: CommTimer
+    loss_fn: nn.Module
+
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        """Move a batch to the device in the training dtype and memory format."""
+        x = x.to(self.device, dtype=self.dtype, non_blocking=True)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def train_micro_batches(ctx: StepContext, batches: Iterable[Any], times: PhaseTimes,
+                        progress: Any = None) -> tuple[float, int]:
+    """Forward, backward and (at accumulation boundaries) step over ``batches``.
+
+    Phases per micro-step, each read after synchronising the device: data (waiting for the
+    loader + host-to-device copy), compute (forward + backward minus the gradient reduction
+    that happened inside backward), comm (measured by ``ctx.comm``), optimizer
+    (``engine.step`` minus any reduction inside it).
+
+    Returns:
+        (sum of per-sample training loss, number of samples) on this rank.
+    """
+    ctx.engine.train()
+    ctx.comm.take()
+    loss_sum, samples = 0.0, 0
+    start = time.perf_counter()
+    iterator = iter(batches)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            x, y, *_ = next(iterator)
+        except StopIteration:
+            break
+        x, y = ctx.inputs(x), y.to(ctx.device, non_blocking=True)
+        synchronize(ctx.device)
+        t1 = time.perf_counter()
+        comm0 = ctx.comm.total_s
+        loss = ctx.loss_fn(ctx.engine(x).float(), y)
+        ctx.engine.backward(loss)
+        synchronize(ctx.device)
+        t2 = time.perf_counter()
+        comm1 = ctx.comm.total_s
+        ctx.engine.step()
+        synchronize(ctx.device)
+        t3 = time.perf_counter()
+        times.data_time_s += t1 - t0
+        times.compute_time_s += (t2 - t1) - (comm1 - comm0)
+        times.optimizer_time_s += (t3 - t2) - (ctx.comm.total_s - comm1)
+        loss_sum += float(loss.item()) * len(y)
+        samples += len(y)
+        if progress is not None:
+            progress.update(1)
+    times.comm_time_s += ctx.comm.take()
+    times.epoch_time_s += time.perf_counter() - start
+    return loss_sum, samples
+
+
+@torch.no_grad()
+def predict(ctx: StepContext, batches: Iterable[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Logits and targets of the FULL split, gathered from every rank in index order.
+
+    Each rank holds equally many items (padding carries a negative index); all ranks
+    all-gather, drop the padding and sort by patch index, so each patch counts once.
+    """
+    ctx.engine.eval()
+    logits, targets, indices = [], [], []
+    for x, y, idx in batches:
+        logits.append(ctx.engine(ctx.inputs(x)).float().cpu())
+        targets.append(y.float())
+        indices.append(torch.as_tensor(idx, dtype=torch.int64))
+    local = [torch.cat(t) for t in (logits, targets)] + [torch.cat(indices).double()]
+    gathered = [_all_gather(t, ctx.device) for t in local]
+    idx = gathered[2].long()
+    keep = idx >= 0
+    order = torch.argsort(idx[keep])
+    return gathered[0][keep][order].numpy(), gathered[1][keep][order].numpy()
+
+
+def _all_gather(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return t
+    t = t.to(device)
+    parts = [torch.empty_like(t) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, t.contiguous())
+    return torch.cat(parts).cpu()
+
+
+def sync_batchnorm_stats(model: nn.Module) -> None:
+    """Average BatchNorm running statistics over ranks (they drift apart per rank's data).
+
+    Done at every epoch end, so that evaluation, checkpoints (written from rank 0) and a
+    resumed run all see the same statistics on every rank.
+    """
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return
+    for buf in batchnorm_buffers(model):
+        wide = buf.detach().float()
+        dist.all_reduce(wide)
+        buf.copy_(wide / dist.get_world_size())
+
+
+def reduce_over_ranks(values: list[float], device: torch.device) -> tuple[list[float], list[float]]:
+    """(max, mean) over ranks of each value: timings are reported both ways."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return values, values
+    high, total = t.clone(), t.clone()
+    dist.all_reduce(high, op=dist.ReduceOp.MAX)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return high.cpu().tolist(), (total / dist.get_world_size()).cpu().tolist()
+
+
+def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over ranks."""
+    t = torch.tensor(values, dtype=torch.float64, device=device)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.cpu().tolist()
+
+
+def synthetic_steps(ctx: StepContext, batch: int, channels: int, classes: int, steps: int,
+                    seed: int = 0) -> PhaseTimes:
+    """Run ``steps`` micro-steps on random in-memory tensors (no loader, no files).
+
+    For benchmarks: the identical step, timers and engine as a real epoch, so a comparison
+    with a bare PyTorch loop measures benscale's overhead and nothing else. Call it once
+    for warm-up and discard that result.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, channels, 120, 120, generator=gen)
+    y = (torch.rand(batch, classes, generator=gen) < 0.3).float()
+    times = PhaseTimes()
+    train_micro_batches(ctx, ((x, y) for _ in range(steps)), times)
+    return times

@@ -1,0 +1,210 @@
+"""Real multi-process training on CPU (gloo): torchrun, mpiexec, kill -9 and resume.
+
+All runs share one small setup (ResNet-50, global batch 4, two optimizer steps per epoch,
+two epochs, OMP_NUM_THREADS=1 per rank) so that the whole file stays within a CI budget.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import torch
+
+from benscale.launch import free_port
+
+BIN = Path(sys.executable).parent
+EPOCHS = 2
+SETS = {"epochs": EPOCHS, "global_batch": 4, "limit_batches": 2, "workers": 0,
+        "progress": "false", "seed": 11, "eval_batch_per_gpu": 16, "warmup_epochs": 0,
+        "checkpoint.keep_last": 1, "test_on": "last"}
+#: Variables of an enclosing launcher that must not leak into the launchers we start.
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+               "MASTER_PORT", "GROUP_RANK", "BENSCALE_NODES")
+
+
+def _env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if k not in LAUNCH_VARS and not k.startswith(("SLURM_", "PMI", "OMPI_"))}
+    env.update(OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", **extra)
+    return env
+
+
+def _train_args(shards: Path, out: Path, **overrides: object) -> list[str]:
+    sets = {**SETS, **overrides}
+    args = ["-m", "benscale.cli", "train", "--data", str(shards), "--out", str(out)]
+    for key, value in sets.items():
+        args += ["--set", f"{key}={value}"]
+    return args
+
+
+def torchrun(shards: Path, out: Path, **overrides: object) -> list[str]:
+    return [str(BIN / "torchrun"), "--nproc_per_node=2", f"--master_port={free_port()}",
+            *_train_args(shards, out, **overrides)]
+
+
+def mpiexec(shards: Path, out: Path, **overrides: object) -> list[str]:
+    return [str(BIN / "mpiexec"), "-n", "2", sys.executable, *_train_args(shards, out, **overrides)]
+
+
+def single(shards: Path, out: Path, **overrides: object) -> list[str]:
+    return [sys.executable, *_train_args(shards, out, **overrides)]
+
+
+def run_ok(argv: list[str], timeout: float = 400) -> None:
+    proc = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+
+
+def final_state(run: Path) -> dict[str, torch.Tensor]:
+    ckpt = run / "checkpoints"
+    tag = (ckpt / "latest").read_text().strip()
+    assert tag == f"epoch-{EPOCHS:04d}"
+    return torch.load(ckpt / tag / "mp_rank_00_model_states.pt", weights_only=False)["module"]
+
+
+def epochs_of(run: Path) -> list[int]:
+    with (run / "epochs.csv").open() as fh:
+        return [int(r["epoch"]) for r in csv.DictReader(fh)]
+
+
+@pytest.fixture(scope="module")
+def shards(tiny_shards: Path) -> Path:
+    return tiny_shards
+
+
+@pytest.fixture(scope="module")
+def torchrun_run(shards: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("torchrun") / "run"
+    run_ok(torchrun(shards, out))
+    return out
+
+
+@pytest.mark.slow
+def test_torchrun_outputs_and_ranks_in_sync(torchrun_run: Path, shards: Path) -> None:
+    record = json.loads((torchrun_run / "run.json").read_text())
+    assert record["status"] == "ok"
+    assert record["world"]["world_size"] == 2 and record["world"]["launcher"] == "torchrun"
+    assert record["world"]["backend"] == "gloo"
+    digests = record["consistency"]["param_sha256_by_rank"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert record["test"]["n_patches"] == manifest["splits"]["test"]["n_patches"]
+    assert epochs_of(torchrun_run) == [1, 2]
+    with (torchrun_run / "epochs.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    for row in rows:
+        assert float(row["comm_time_s"]) > 0 and float(row["samples_per_s"]) > 0
+        assert float(row["epoch_time_s"]) >= float(row["epoch_time_s_mean"])
+        assert int(row["samples"]) == 2 * 4
+    events = [json.loads(line)["key"] for line in (torchrun_run / "mllog.jsonl").open()]
+    assert events[0] == "run_start" and events[-1] == "run_stop"
+    assert events.count("epoch_stop") == EPOCHS and "global_batch_size" in events
+    assert sorted(p.name for p in (torchrun_run / "checkpoints").iterdir()) == \
+        ["epoch-0002", "latest"]
+    assert json.loads((torchrun_run / "ds_config.json").read_text())["train_batch_size"] == 4
+    with (torchrun_run / "per_class_ap.csv").open() as fh:
+        assert len(list(csv.DictReader(fh))) == EPOCHS * 19
+
+
+@pytest.mark.slow
+def test_mpiexec_equals_torchrun_and_single_process(torchrun_run: Path, shards: Path,
+                                                    tmp_path: Path) -> None:
+    """Same global batches: world 2 under mpiexec, and 1 process accumulating 2 micro-batches."""
+    run_ok(mpiexec(shards, tmp_path / "mpi"))
+    record = json.loads((tmp_path / "mpi" / "run.json").read_text())
+    assert record["world"]["launcher"] == "mpi" and record["world"]["world_size"] == 2
+    digests = record["consistency"]["param_sha256_by_rank"]
+    assert digests[0] == digests[1]
+    reference = final_state(torchrun_run)
+    for name, tensor in final_state(tmp_path / "mpi").items():
+        assert torch.equal(tensor, reference[name]), name  # same collectives, same bits
+
+    run_ok(single(shards, tmp_path / "single", grad_accumulation=2))
+    single_state = final_state(tmp_path / "single")
+    params = [n for n, _ in torch.nn.Module.named_parameters(_resnet())]
+    initial, moved = _initial(), 0
+    for name in params:
+        torch.testing.assert_close(single_state[name], reference[name], rtol=1e-4, atol=1e-5)
+        moved += not torch.equal(single_state[name], initial[name])
+    assert moved == len(params)  # training changed every parameter
+
+
+def _resnet() -> torch.nn.Module:
+    from benscale.train.model import build_model
+
+    return build_model(12, 19)
+
+
+def _initial() -> dict[str, torch.Tensor]:
+    torch.manual_seed(SETS["seed"])
+    return _resnet().state_dict()
+
+
+def _rank_pid(token: str, rank: int) -> int | None:
+    """The pid of the worker with RANK=rank among the processes carrying ``token``."""
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            environ = (proc / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if f"BENSCALE_TEST_TOKEN={token}".encode() in environ and \
+                f"RANK={rank}".encode() in environ:
+            return int(proc.name)
+    return None
+
+
+def _wait_for_epoch_start(run: Path, epoch: int, proc: subprocess.Popen, limit_s: float) -> None:
+    deadline = time.monotonic() + limit_s
+    log = run / "mllog.jsonl"
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "training ended before it could be killed"
+        if log.exists():
+            for line in log.read_text().splitlines():
+                event = json.loads(line)
+                if event["key"] == "epoch_start" and event["metadata"]["epoch_num"] == epoch:
+                    return
+        time.sleep(0.2)
+    pytest.fail(f"epoch {epoch} did not start within {limit_s} s")
+
+
+@pytest.mark.slow
+def test_kill_one_rank_fails_the_job_and_resume_is_bit_exact(torchrun_run: Path, shards: Path,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    token = uuid.uuid4().hex
+    proc = subprocess.Popen(torchrun(shards, out), env=_env(BENSCALE_TEST_TOKEN=token),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            start_new_session=True)
+    try:
+        _wait_for_epoch_start(out, 2, proc, limit_s=300)
+        time.sleep(0.5)
+        victim = _rank_pid(token, 1)
+        assert victim is not None
+        os.kill(victim, signal.SIGKILL)
+        _, err = proc.communicate(timeout=120)  # a dead rank must not hang the job
+        assert proc.returncode != 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (out / "checkpoints" / "latest").read_text().strip() == "epoch-0001", \
+        "the kill should land in epoch 2, after the first checkpoint"
+    assert epochs_of(out) == [1]
+
+    run_ok(torchrun(shards, out))
+    assert epochs_of(out) == [1, 2]  # no epoch twice after resume
+    resumed, reference = final_state(out), final_state(torchrun_run)
+    assert resumed.keys() == reference.keys()
+    for name, tensor in resumed.items():
+        assert torch.equal(tensor, reference[name]), name
+    assert json.loads((out / "run.json").read_text())["status"] == "ok"
