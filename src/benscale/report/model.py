@@ -1,0 +1,127 @@
+"""The performance-model section of the report: calibrate on the smallest measured scale,
+predict every measured point, then extrapolate to 128 GPUs (benscale.perfmodel)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+import pandas as pd
+
+from benscale import perfmodel
+from benscale.perfmodel import GRAD_BYTES, RESNET50_PARAMS, System, Workload
+
+#: GPUs up to which the report extrapolates.
+MAX_GPUS = 128
+
+
+@dataclass
+class ModelSection:
+    """What the report shows of the model."""
+
+    system: str
+    assumptions: list[str]
+    measured: pd.DataFrame      # predicted vs measured per point
+    predictions: pd.DataFrame   # scale-out per system and mode
+    notes: list[str]
+
+
+def resnet50_grad_bytes(config: dict[str, Any]) -> float:
+    """Gradient bytes of our ResNet-50 for the run's bands, classes and precision."""
+    bands = 10 if config.get("bands") == "s2-10" else 12
+    classes = int(config.get("num_classes", 19))
+    params = (RESNET50_PARAMS["bigearthnet-19"] - (12 - bands) * 64 * 7 * 7
+              + (classes - 19) * (2048 + 1))
+    return float(params * GRAD_BYTES.get(str(config.get("precision", "fp32")), 4))
+
+
+def workload_from(row: pd.Series, config: dict[str, Any], threads: int) -> Workload:
+    """A Workload from one run's runs.csv row (steady-epoch medians, mean over ranks)."""
+    steps = float(row["steps_per_epoch"])
+    b = float(row["batch_per_gpu"])
+    parts = {p: float(row[p]) if not pd.isna(row[p]) else 0.0
+             for p in ("data_time_s", "compute_time_s", "comm_time_s", "optimizer_time_s")}
+    total = sum(parts.values())
+    epoch = float(row["epoch_time_s_median"])
+    comm = parts["comm_time_s"]
+    overlap = min(max((total - epoch) / comm, 0.0), 1.0) if comm > 0 else 0.0
+    return Workload(
+        compute_s_per_sample=parts["compute_time_s"] / (steps * b),
+        data_s_per_sample=parts["data_time_s"] / (steps * b),
+        optimizer_s_per_step=parts["optimizer_time_s"] / steps,
+        other_s_per_step=max(epoch - total, 0.0) / steps,
+        grad_bytes=resnet50_grad_bytes(config), overlap=overlap,
+        measured_world=int(row["world_size"]), threads_per_rank=threads)
+
+
+def build(runs: pd.DataFrame, config: dict[str, Any], system: System,
+          extra_systems: list[System], host_cores: int | None) -> ModelSection | None:
+    """The model section, or None when no run completed."""
+    needed = ["epoch_time_s_median", "steps_per_epoch", "batch_per_gpu", "compute_time_s"]
+    if "status" not in runs or any(c not in runs for c in needed):
+        return None
+    ok = runs[runs["status"] == "ok"].dropna(subset=needed)
+    if ok.empty:
+        return None
+    notes: list[str] = []
+    base = ok.sort_values(["world_size", "mode"]).iloc[0]
+    train_cfg = config.get("train") or {}
+    threads = int((config.get("launcher") or {}).get("threads_per_proc") or 1)
+    run_cfg = {"precision": train_cfg.get("precision", "fp32"), "bands": "s2-12",
+               "num_classes": 19}
+    work = workload_from(base, run_cfg, threads)
+    if system.host_cores is None and system.calibrate_links and host_cores:
+        system = replace(system, host_cores=host_cores)
+    multi = ok[ok["world_size"] > 1].sort_values("world_size")
+    if system.calibrate_links and not multi.empty:
+        m = multi.iloc[0]
+        per_step = float(m["comm_time_s"]) / float(m["steps_per_epoch"])
+        system = perfmodel.calibrate(system, work, int(m["nodes"]), int(m["gpus_per_node"]),
+                                     per_step)
+        notes.append(f"link bandwidth fitted to the measured all-reduce of {m['point']}: "
+                     f"{per_step * 1e3:.1f} ms per step -> "
+                     f"{system.intra.bandwidth_Bps / 1e9:.3g} GB/s")
+    notes.append(f"calibrated on {base['point']} ({int(base['world_size'])} rank(s), "
+                 "steady epochs)")
+    measured = _measured(ok, system, work)
+    preds = _scale_out(ok, config, [system, *extra_systems], work)
+    return ModelSection(system.name, perfmodel.assumptions(system, work), measured, preds,
+                        notes)
+
+
+def _measured(ok: pd.DataFrame, system: System, work: Workload) -> pd.DataFrame:
+    rows = []
+    for _, r in ok.iterrows():
+        p = perfmodel.predict(system, work, int(r["nodes"]), float(r["batch_per_gpu"]),
+                              int(r["steps_per_epoch"]), int(r["gpus_per_node"]))
+        measured = float(r["epoch_time_s_median"])
+        rows.append({"point": r["point"], "mode": r["mode"], "world_size": int(r["world_size"]),
+                     "measured_epoch_time_s": measured,
+                     "predicted_epoch_time_s": p.epoch_time_s,
+                     "ratio_predicted_to_measured": p.epoch_time_s / measured
+                     if measured > 0 else math.nan,
+                     "predicted_compute_s": p.steps * p.compute_s,
+                     "predicted_comm_s": p.steps * p.exposed_comm_s,
+                     "measured_comm_time_s": float(r["comm_time_s"])})
+    return pd.DataFrame(rows)
+
+
+def _scale_out(ok: pd.DataFrame, config: dict[str, Any], systems: list[System],
+               work: Workload) -> pd.DataFrame:
+    rows = []
+    for mode, g in ok.groupby("mode"):
+        first = g.sort_values("world_size").iloc[0]
+        batch = float(first["global_batch"] if mode == "strong" else first["batch_per_gpu"])
+        samples = int(float(first["steps_per_epoch"]) * float(first["global_batch"]))
+        for system in systems:
+            preds = perfmodel.scan(system, work, str(mode), batch, samples, MAX_GPUS)
+            t0 = preds[0].epoch_time_s if preds else math.nan
+            x0 = preds[0].samples_per_s if preds else math.nan
+            for p in preds:
+                speed = (t0 / p.epoch_time_s if mode == "strong" else p.samples_per_s / x0)
+                rows.append({"system": system.name, "mode": mode, **{
+                    k: v for k, v in asdict(p).items() if k != "notes"},
+                    "speedup": speed, "efficiency": speed * preds[0].world_size / p.world_size,
+                    "notes": "; ".join(p.notes)})
+    return pd.DataFrame(rows)

@@ -1,0 +1,204 @@
+"""The report's tables: tidy epochs, one row per run, and the scaling table.
+
+Definitions (docs/report.md):
+
+- *steady epochs*: all epochs but the first (warm-up: JIT compilation, page cache, allocator)
+  when a run has more than one; else its only epoch (flagged ``warmup_included``).
+- per run, ``epoch_time_s`` is the median over its steady epochs of ``epoch_time_s`` (the
+  max over ranks, what the job waits for); ``samples_per_s`` likewise.
+- strong scaling: ``speedup = T0 / T``, ``efficiency = T0 * W0 / (W * T)``, with ``T0`` the
+  median epoch time over the repeats at the smallest world size ``W0`` of the mode;
+- weak scaling: ``speedup = X / X0`` (throughput ratio), ``efficiency = X * W0 / (X0 * W)``.
+- Spread over repeats: speedup and efficiency are computed per run against the median
+  baseline, then summarised as median, min and max at each world size.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from benscale.report.load import RunRecord, Study
+
+#: Timing columns of epochs.csv split into the parts of a step (stacked bar).
+PARTS: tuple[str, ...] = ("data_time_s", "compute_time_s", "comm_time_s", "optimizer_time_s")
+#: Metrics of run.json's ``test`` block copied to runs.csv as test_<name>.
+TEST_METRICS: tuple[str, ...] = ("map_macro", "map_micro", "f1_macro", "f1_micro")
+#: Validation metrics reported at the final epoch.
+FINAL_METRICS: tuple[str, ...] = ("val_map_macro", "val_map_micro", "val_f1_macro",
+                                  "val_f1_micro", "val_loss", "train_loss")
+
+
+def provenance_columns(rec: RunRecord) -> dict[str, Any]:
+    """The provenance of a run as flat columns (git, config hash, hosts, Slurm, date)."""
+    prov = rec.run_json.get("provenance") or {}
+    git = prov.get("git") or {}
+    slurm = prov.get("slurm") or {}
+    world = rec.run_json.get("world") or {}
+    return {
+        "git_commit": git.get("commit"),
+        "git_dirty": git.get("dirty"),
+        "config_hash": prov.get("config_hash"),
+        "date_utc": prov.get("date_utc"),
+        "hosts": ",".join(world.get("hosts") or prov.get("hosts") or []),
+        "launcher": world.get("launcher"),
+        "backend": world.get("backend"),
+        "slurm_job_id": slurm.get("SLURM_JOB_ID") or prov.get("slurm_job_id"),
+    }
+
+
+def point_columns(rec: RunRecord) -> dict[str, Any]:
+    """The scaling point of a run (from study.json)."""
+    p = rec.point
+    return {"point": rec.name, "mode": p.get("mode"), "repeat": p.get("repeat"),
+            "nodes": p.get("nodes"), "gpus_per_node": p.get("gpus_per_node"),
+            "world_size": p.get("world_size"), "global_batch": p.get("global_batch"),
+            "batch_per_gpu": p.get("batch_per_gpu")}
+
+
+def epochs_table(study: Study) -> pd.DataFrame:
+    """Every epoch of every run with an epochs.csv: one row per run x epoch (tidy)."""
+    frames = []
+    for rec in study.runs:
+        if rec.epochs.empty:
+            continue
+        df = rec.epochs.copy()
+        # the run's own world_size/nodes/global_batch columns win over the plan's
+        extra = {k: v for k, v in point_columns(rec).items() if k not in df.columns}
+        for key, value in {**extra, "status": rec.status, **provenance_columns(rec)}.items():
+            df[key] = value
+        df["warmup"] = df["epoch"] == df["epoch"].min()
+        frames.append(df)
+    if not frames:
+        return pd.DataFrame(columns=["point", "epoch"])
+    out = pd.concat(frames, ignore_index=True)
+    first = ["point", "mode", "repeat", "nodes", "gpus_per_node", "world_size", "epoch"]
+    return out[[c for c in first if c in out] + [c for c in out if c not in first]]
+
+
+def steady(epochs: pd.DataFrame) -> pd.DataFrame:
+    """The steady-state epochs of one run (all but the first, unless it is the only one)."""
+    if len(epochs) <= 1:
+        return epochs
+    return epochs[epochs["epoch"] != epochs["epoch"].min()]
+
+
+def _median(df: pd.DataFrame, col: str) -> float:
+    return float(df[col].median()) if col in df and df[col].notna().any() else math.nan
+
+
+def time_to_target(epochs: pd.DataFrame, target: float | None) -> float:
+    """Training time (sum of epoch_time_s, evaluation excluded) until val_map_macro first
+    reaches ``target``; NaN when it never does."""
+    if target is None or epochs.empty or "val_map_macro" not in epochs:
+        return math.nan
+    ordered = epochs.sort_values("epoch")
+    reached = ordered["val_map_macro"] >= target
+    if not reached.any():
+        return math.nan
+    upto = ordered.loc[: reached.idxmax()]
+    return float(upto["epoch_time_s"].sum())
+
+
+def run_row(rec: RunRecord, target: float | None) -> dict[str, Any]:
+    """One row of runs.csv."""
+    cfg = rec.run_json.get("config") or {}
+    row: dict[str, Any] = {**point_columns(rec), "status": rec.status, "reason": rec.reason,
+                           "precision": cfg.get("precision"),
+                           "zero_stage": cfg.get("zero_stage"),
+                           "epochs": len(rec.epochs)}
+    ep = rec.epochs
+    if not ep.empty:
+        for key in ("world_size", "nodes", "global_batch"):
+            if key in ep:
+                row[key] = int(ep[key].iloc[0])
+        st = steady(ep)
+        row.update({
+            "warmup_included": len(ep) <= 1,
+            "first_epoch_time_s": float(ep.sort_values("epoch")["epoch_time_s"].iloc[0]),
+            "epoch_time_s_mean": float(st["epoch_time_s"].mean()),
+            "epoch_time_s_median": _median(st, "epoch_time_s"),
+            "samples_per_s": _median(st, "samples_per_s"),
+            "steps_per_epoch": _median(st, "steps"),
+        })
+        for part in PARTS:
+            col = f"{part}_mean" if f"{part}_mean" in st else part
+            row[part] = _median(st, col)
+        if "val_map_macro" in ep and ep["val_map_macro"].notna().any():
+            best = ep.loc[ep["val_map_macro"].idxmax()]
+            row["best_val_map_macro"] = float(best["val_map_macro"])
+            row["best_epoch"] = int(best["epoch"])
+        last = ep.sort_values("epoch").iloc[-1]
+        for m in FINAL_METRICS:
+            if m in ep:
+                row[f"final_{m}"] = float(last[m])
+        row["time_to_target_s"] = time_to_target(ep, target)
+        row["target_map_macro"] = target
+    test = rec.run_json.get("test") or {}
+    for m in TEST_METRICS:
+        row[f"test_{m}"] = test.get(m, test.get(f"test_{m}"))
+    row.update(provenance_columns(rec))
+    row["run_dir"] = str(rec.run_dir)
+    row["log"] = str(rec.log_path) if rec.log_path else None
+    return row
+
+
+def default_target(study: Study) -> float | None:
+    """The target macro mAP when none is given: 90 % of the lowest best val_map_macro over
+    the completed runs, so every run reaches it and the times compare like for like."""
+    cfg_target = (study.config.get("report") or {}).get("target_map_macro")
+    if cfg_target is not None:
+        return float(cfg_target)
+    bests = [r.epochs["val_map_macro"].max() for r in study.runs
+             if r.ok and "val_map_macro" in r.epochs and r.epochs["val_map_macro"].notna().any()]
+    return round(0.9 * float(min(bests)), 4) if bests else None
+
+
+def runs_table(study: Study, target: float | None) -> pd.DataFrame:
+    """runs.csv: one row per point, failed ones included with their reason."""
+    return pd.DataFrame([run_row(rec, target) for rec in study.runs])
+
+
+def _spread(values: pd.Series, name: str) -> dict[str, float]:
+    return {f"{name}_median": float(values.median()), f"{name}_min": float(values.min()),
+            f"{name}_max": float(values.max())}
+
+
+def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """scaling.csv: per mode and world size, speedup and efficiency over the smallest scale."""
+    ok = runs[(runs["status"] == "ok")] if "status" in runs else runs.iloc[0:0]
+    if ok.empty or "epoch_time_s_median" not in ok:
+        return pd.DataFrame(columns=["mode", "world_size", "speedup_median",
+                                     "efficiency_median"])
+    rows = []
+    for mode, group in ok.groupby("mode", sort=True):
+        w0 = int(group["world_size"].min())
+        base = group[group["world_size"] == w0]
+        t0 = float(base["epoch_time_s_median"].median())
+        x0 = float(base["samples_per_s"].median())
+        acc0 = base["test_map_macro"].astype(float).median() if "test_map_macro" in base else math.nan
+        for world, g in group.groupby("world_size", sort=True):
+            w = int(world)
+            t = g["epoch_time_s_median"].astype(float)
+            x = g["samples_per_s"].astype(float)
+            if mode == "weak":
+                speedup = x / x0
+                efficiency = x * w0 / (x0 * w)
+            else:
+                speedup = t0 / t
+                efficiency = t0 * w0 / (w * t)
+            acc = g["test_map_macro"].astype(float) if "test_map_macro" in g else pd.Series([math.nan])
+            rows.append({
+                "mode": mode, "world_size": w, "nodes": int(g["nodes"].iloc[0]),
+                "gpus_per_node": int(g["gpus_per_node"].iloc[0]), "runs": len(g),
+                "baseline_world_size": w0, "ideal_speedup": w / w0,
+                **_spread(t, "epoch_time_s"), **_spread(x, "samples_per_s"),
+                **_spread(speedup, "speedup"), **_spread(efficiency, "efficiency"),
+                "test_map_macro_median": float(acc.median()),
+                "test_map_macro_change": float(acc.median() - acc0),
+                "time_to_target_s_median": float(g["time_to_target_s"].median())
+                if "time_to_target_s" in g else math.nan,
+            })
+    return pd.DataFrame(rows)

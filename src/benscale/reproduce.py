@@ -1,0 +1,304 @@
+"""``benscale reproduce BUNDLE``: re-run a study's points and compare, metric by metric.
+
+How it re-runs (docs/report.md, "Reproducing a study"): by default each chosen point is run
+directly with ``benscale train``, under the SAME launcher prefix the workflow uses
+(:func:`benscale.scaling.launcher_argv`: mpiexec/torchrun with emulated nodes, srun inside
+an allocation) and with the run's RECORDED resolved config (run.json ``config``, written to
+``OUT/configs/<point>.yaml``), so nothing is re-derived from defaults that may have changed
+since. This needs no Snakemake and works on any machine that has the shards (``--data``).
+With ``--profile P`` the whole study is instead re-run by ``snakemake --profile P`` as a
+subprocess (the bundle's resolved config as ``--configfile``, in ``OUT/work``), data stages
+included; the comparison is the same.
+
+The comparison (``OUT/comparison.csv`` and ``comparison.md``):
+
+- metrics (losses, mAP, F1, precision/recall per epoch; test metrics): equal within
+  ``--metric-atol`` (default 0: bit-identical, what CPU runs with the same seeds and world
+  size give; on GPUs cuDNN/NCCL are not deterministic, pass e.g. 1e-2);
+- timings (epoch time, throughput, the data/compute/comm/optimizer parts): the ratio
+  new/original within ``[1/F, F]`` with ``--time-factor F`` (default 3: machines, load and
+  noise differ; a timing is evidence, not an identity).
+
+Exit status: 0 when every compared value agrees, 1 when any does not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from benscale import scaling
+from benscale.atomic import write_json, write_text
+from benscale.errors import ConfigError
+
+#: Metric columns of epochs.csv compared for (near-)equality.
+EPOCH_METRICS: tuple[str, ...] = ("train_loss", "val_loss", "val_map_micro", "val_map_macro",
+                                  "val_f1_micro", "val_f1_macro", "val_precision_micro",
+                                  "val_recall_micro", "lr", "steps", "samples")
+#: Timing columns compared as ratios (median over the run's epochs).
+TIMINGS: tuple[str, ...] = ("epoch_time_s", "samples_per_s", "data_time_s", "compute_time_s",
+                            "comm_time_s", "optimizer_time_s")
+#: Test metrics of run.json compared for (near-)equality.
+TEST_METRICS: tuple[str, ...] = ("map_macro", "map_micro", "f1_macro", "f1_micro",
+                                 "precision_micro", "recall_micro", "loss")
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    """How close a re-run must come: metrics absolutely, timings as a ratio factor."""
+
+    metric_atol: float = 0.0
+    time_factor: float = 3.0
+
+
+# --------------------------------------------------------------------------- running
+def load_bundle(bundle: Path) -> dict[str, Any]:
+    """The bundle's study.json (a bundle folder, or a study.json itself)."""
+    path = bundle / "study.json" if bundle.is_dir() else bundle
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{path}: not a readable bundle study.json ({exc}); pass the "
+                          "bundle/ folder of a report") from exc
+    if not isinstance(doc.get("points"), list) or not isinstance(doc.get("config"), dict):
+        raise ConfigError(f"{path}: no 'points'/'config'; is this a benscale report bundle?")
+    doc["_base"] = str(path.resolve().parent)
+    return doc
+
+
+def choose_points(doc: dict[str, Any], names: list[str] | None) -> list[dict[str, Any]]:
+    """The study's points, or only ``names`` (error naming the unknown ones)."""
+    points = doc["points"]
+    if not names:
+        return points
+    known = {p["name"] for p in points}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ConfigError(f"--points {unknown}: not in the study; its points are "
+                          f"{sorted(known)}")
+    return [p for p in points if p["name"] in names]
+
+
+def recorded_config(doc: dict[str, Any], point: dict[str, Any]) -> dict[str, Any] | None:
+    """The resolved train config recorded in the point's original run.json (None if absent)."""
+    run_json = Path(doc["_base"]) / point["run_dir"] / "run.json"
+    try:
+        return json.loads(run_json.read_text()).get("config")
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def train_argv(doc: dict[str, Any], point: dict[str, Any], data: Path, run_dir: Path,
+               config_file: Path | None, launcher: str | None = None) -> list[str]:
+    """The full command of one point: launcher prefix + ``benscale train``.
+
+    With ``config_file`` (the recorded resolved config) no ``--set`` is added; without it,
+    the point's ``--set`` items come from :func:`benscale.scaling.set_args` exactly as in
+    the workflow.
+    """
+    cfg = doc["config"]
+    kind = launcher or cfg["launcher"]["kind"]
+    if kind in scaling.CLUSTER_LAUNCHERS and "SLURM_JOB_ID" not in os.environ:
+        raise ConfigError(f"the study was launched with {kind!r}, which needs a Slurm "
+                          "allocation; run inside one (salloc) or pass --launcher mpiexec")
+    threads = (int(cfg["slurm"]["cpus_per_task"]) if kind in scaling.CLUSTER_LAUNCHERS
+               else int(cfg["launcher"]["threads_per_proc"]))
+    prefix = scaling.launcher_argv(kind, int(point["nodes"]), int(point["gpus_per_node"]),
+                                   threads, cfg["slurm"]["gpu_request"])
+    cmd = ["benscale", "train", "--data", str(data), "--out", str(run_dir)]
+    if config_file is not None:
+        cmd += ["--config", str(config_file)]
+    else:
+        p = scaling.find_point(cfg, point["mode"], point["nodes"], point["repeat"])
+        if cfg["train"].get("config"):
+            cmd += ["--config", str(cfg["train"]["config"])]
+        cmd += scaling.set_args(p, cfg)
+    return [*prefix, *cmd]
+
+
+def run_point(doc: dict[str, Any], point: dict[str, Any], data: Path, out: Path,
+              launcher: str | None = None, use_recorded: bool = True) -> int:
+    """Run one point into ``out/<run_dir>``, its log into ``out/<log>``; returns the exit code."""
+    run_dir = out / point["run_dir"]
+    if run_dir.exists():
+        shutil.rmtree(run_dir)  # a fresh run: never resume from someone else's checkpoint
+    config_file = None
+    recorded = recorded_config(doc, point) if use_recorded else None
+    if recorded is not None:
+        config_file = out / "configs" / f"{point['name']}.yaml"
+        write_text(config_file, yaml.safe_dump(recorded, sort_keys=False))
+    argv = train_argv(doc, point, data, run_dir, config_file, launcher)
+    log = out / point["log"]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    print(f"benscale reproduce: {point['name']}: {' '.join(argv)}", file=sys.stderr)
+    with log.open("w") as fh:
+        return subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
+
+
+def run_snakemake(doc: dict[str, Any], profile: str, out: Path, snakefile: Path) -> int:
+    """Re-run the whole study with Snakemake (a subprocess) into ``out/work``."""
+    work = out / "work"
+    config = dict(doc["config"])
+    config["debug"] = {**(config.get("debug") or {}), "kill_points": []}
+    cfg_file = out / "study-config.yaml"
+    write_text(cfg_file, yaml.safe_dump(config, sort_keys=False))
+    argv = ["snakemake", "-s", str(snakefile), "--directory", str(work), "--profile", profile,
+            "--configfile", str(cfg_file)]
+    print(f"benscale reproduce: {' '.join(argv)}", file=sys.stderr)
+    return subprocess.run(argv, check=False).returncode
+
+
+# --------------------------------------------------------------------------- comparing
+def _row(point: str, epoch: Any, metric: str, kind: str, orig: float, new: float,
+         tol: Tolerances) -> dict[str, Any]:
+    missing = orig is None or new is None or (isinstance(orig, float) and math.isnan(orig)) \
+        or (isinstance(new, float) and math.isnan(new))
+    if kind == "timing":
+        ratio = (new / orig) if not missing and orig else math.nan
+        agree = (not missing and orig > 0 and new > 0
+                 and 1 / tol.time_factor <= ratio <= tol.time_factor) or (
+                     not missing and orig == new == 0)
+        return {"point": point, "epoch": epoch, "metric": metric, "kind": kind,
+                "original": orig, "new": new, "difference": math.nan, "ratio": ratio,
+                "tolerance": f"ratio in [1/{tol.time_factor:g}, {tol.time_factor:g}]",
+                "agree": bool(agree)}
+    diff = abs(new - orig) if not missing else math.nan
+    both_nan = orig is not None and new is not None and math.isnan(float(orig)) \
+        and math.isnan(float(new))
+    agree = both_nan or (not missing and diff <= tol.metric_atol)
+    return {"point": point, "epoch": epoch, "metric": metric, "kind": kind, "original": orig,
+            "new": new, "difference": diff, "ratio": math.nan,
+            "tolerance": "bit-identical" if tol.metric_atol == 0 else
+            f"|diff| <= {tol.metric_atol:g}", "agree": bool(agree)}
+
+
+def compare_run(name: str, orig_dir: Path, new_dir: Path, tol: Tolerances) -> list[dict]:
+    """Metric-by-metric comparison of one point's original and new run directory."""
+    rows: list[dict[str, Any]] = []
+    try:
+        a = pd.read_csv(orig_dir / "epochs.csv")
+        b = pd.read_csv(new_dir / "epochs.csv")
+        ja = json.loads((orig_dir / "run.json").read_text())
+        jb = json.loads((new_dir / "run.json").read_text())
+    except (OSError, ValueError) as exc:
+        return [{"point": name, "epoch": None, "metric": "run", "kind": "status",
+                 "original": "present", "new": f"missing ({exc})", "difference": math.nan,
+                 "ratio": math.nan, "tolerance": "run completes", "agree": False}]
+    rows.append({"point": name, "epoch": None, "metric": "status", "kind": "status",
+                 "original": ja.get("status"), "new": jb.get("status"), "difference": math.nan,
+                 "ratio": math.nan, "tolerance": "equal",
+                 "agree": ja.get("status") == jb.get("status")})
+    merged = a.merge(b, on="epoch", how="outer", suffixes=("_orig", "_new"))
+    for _, r in merged.iterrows():
+        for m in EPOCH_METRICS:
+            if f"{m}_orig" in r:
+                rows.append(_row(name, int(r["epoch"]), m, "metric", r[f"{m}_orig"],
+                                 r[f"{m}_new"], tol))
+    for t in TIMINGS:
+        if t in a and t in b:
+            rows.append(_row(name, "median", t, "timing", float(a[t].median()),
+                             float(b[t].median()), tol))
+    ta, tb = ja.get("test") or {}, jb.get("test") or {}
+    for m in TEST_METRICS:
+        if m in ta or m in tb:
+            rows.append(_row(name, "test", f"test_{m}", "metric", ta.get(m), tb.get(m), tol))
+    return rows
+
+
+def markdown(df: pd.DataFrame, title: str) -> str:
+    """The comparison as a markdown table with a summary line."""
+    n_bad = int((~df["agree"]).sum()) if not df.empty else 0
+    lines = [f"# {title}", "", f"{len(df)} values compared, {n_bad} disagree.", "",
+             "| point | epoch | metric | kind | original | new | diff | ratio | tolerance |"
+             " agree |", "|---|---|---|---|---|---|---|---|---|---|"]
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "" if math.isnan(v) else f"{v:.6g}"
+        return "" if v is None else str(v)
+    for _, r in df.iterrows():
+        lines.append("| " + " | ".join(cell(r[c]) for c in (
+            "point", "epoch", "metric", "kind", "original", "new", "difference", "ratio",
+            "tolerance")) + f" | {'yes' if r['agree'] else '**NO**'} |")
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------- CLI
+def configure_parser(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``benscale reproduce``."""
+    parser.add_argument("bundle", type=Path, help="a report's bundle/ folder (or its study.json)")
+    parser.add_argument("--out", type=Path, default=Path("reproduce"),
+                        help="folder for the new runs and the comparison (default: reproduce)")
+    parser.add_argument("--points", nargs="+", default=None, metavar="NAME",
+                        help="only these points (default: all)")
+    parser.add_argument("--data", type=Path, default=None,
+                        help="shards folder (default: the study's data.workdir/shards)")
+    parser.add_argument("--launcher", default=None, choices=[*scaling.LOCAL_LAUNCHERS,
+                                                            *scaling.CLUSTER_LAUNCHERS],
+                        help="override the study's launcher (e.g. mpiexec off a cluster)")
+    parser.add_argument("--profile", default=None,
+                        help="re-run the whole study with `snakemake --profile PROFILE` "
+                             "instead of running the points directly")
+    parser.add_argument("--snakefile", type=Path, default=None,
+                        help="with --profile: the Snakefile (default: the checkout's)")
+    parser.add_argument("--metric-atol", type=float, default=0.0,
+                        help="absolute tolerance of metrics (default 0: bit-identical)")
+    parser.add_argument("--time-factor", type=float, default=3.0,
+                        help="timings agree when new/original is within [1/F, F] (default 3)")
+
+
+def _data_dir(doc: dict[str, Any], given: Path | None) -> Path:
+    if given is not None:
+        path = given
+    else:
+        workdir = (doc["config"].get("data") or {}).get("workdir", "results/data")
+        path = Path(workdir) / "shards"
+    if not (path / "manifest.json").is_file():
+        raise ConfigError(f"{path}: no shards (manifest.json missing); pass --data with the "
+                          "output of `benscale extract` for this study's archive, or use "
+                          "--profile to re-run the data stages too")
+    return path
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``benscale reproduce``."""
+    doc = load_bundle(args.bundle)
+    points = choose_points(doc, args.points)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    tol = Tolerances(args.metric_atol, args.time_factor)
+    if args.profile:
+        snakefile = args.snakefile or Path(__file__).resolve().parents[2] / "Snakefile"
+        run_snakemake(doc, args.profile, out, snakefile)
+        new_base = out / "work" / "results" / doc["study"]
+    else:
+        data = _data_dir(doc, args.data)
+        for p in points:
+            rc = run_point(doc, p, data, out, args.launcher)
+            if rc:
+                print(f"benscale reproduce: {p['name']} exited {rc}, see {out / p['log']}",
+                      file=sys.stderr)
+        new_base = out
+    new_doc = {k: v for k, v in doc.items() if k != "_base"}
+    new_doc["points"] = points
+    new_doc["reproduced_from"] = doc["_base"]
+    write_json(out / "study.json", new_doc)
+    rows = [row for p in points for row in compare_run(
+        p["name"], Path(doc["_base"]) / p["run_dir"], new_base / p["run_dir"], tol)]
+    df = pd.DataFrame(rows)
+    write_text(out / "comparison.csv", df.to_csv(index=False))
+    write_text(out / "comparison.md", markdown(df, f"Reproduction of study {doc['study']}"))
+    bad = int((~df["agree"]).sum()) if not df.empty else 0
+    print(f"benscale reproduce: {len(df)} values compared, {bad} disagree: "
+          f"{out / 'comparison.md'}", file=sys.stderr)
+    return 1 if bad else 0

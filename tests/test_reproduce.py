@@ -1,0 +1,92 @@
+"""A small REAL study (world size 1 and 2, one tiny epoch each, `benscale train` under
+mpiexec as the local profile runs it), its report, and its reproduction from the bundle."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+import yaml
+
+from benscale import reproduce, scaling
+from benscale.cli import main
+
+pytestmark = pytest.mark.slow
+
+
+def _config(repo: Path) -> dict[str, Any]:
+    cfg = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    cfg["study"].update(name="real", nodes=[1, 2], gpus_per_node=1, repeats=1, global_batch=8)
+    cfg["train"].update(epochs=1, precision="bf16")
+    cfg["train"]["set"] = {"workers": 0, "progress": False, "limit_batches": 1,
+                           "limit_eval_batches": 1}
+    cfg["launcher"].update(kind="mpiexec", threads_per_proc=1)
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def real_study(tiny_shards: Path, repo_dir: Path,
+               tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """results/real/study.json with both points trained for real."""
+    study_dir = tmp_path_factory.mktemp("real") / "results" / "real"
+    study_dir.mkdir(parents=True)
+    doc = scaling.study_document(_config(repo_dir))
+    (study_dir / "study.json").write_text(json.dumps(doc))
+    doc["_base"] = str(study_dir)
+    for point in doc["points"]:
+        rc = reproduce.run_point(doc, point, tiny_shards, study_dir, use_recorded=False)
+        log = (study_dir / point["log"]).read_text()[-3000:]
+        assert rc == 0, f"{point['name']} failed:\n{log}"
+    return study_dir / "study.json"
+
+
+@pytest.fixture(scope="module")
+def real_report(real_study: Path) -> Path:
+    out = real_study.parent / "report"
+    assert main(["report", "--study", str(real_study), "--out", str(out),
+                 "--reference", "local-cpu-demo"]) == 0
+    return out
+
+
+def test_report_of_real_study(real_report: Path) -> None:
+    runs = pd.read_csv(real_report / "runs.csv")
+    assert list(runs["status"]) == ["ok", "ok"]
+    assert sorted(runs["world_size"]) == [1, 2]
+    assert runs["test_map_macro"].between(0, 1).all()
+    sc = pd.read_csv(real_report / "scaling.csv").set_index("world_size")
+    t1, t2 = sc.loc[1, "epoch_time_s_median"], sc.loc[2, "epoch_time_s_median"]
+    assert sc.loc[2, "efficiency_median"] == pytest.approx(t1 / (2 * t2), rel=1e-12)
+    assert (real_report / "figures" / "epoch_time.png").stat().st_size > 5000
+    model = pd.read_csv(real_report / "perfmodel_measured.csv")
+    assert len(model) == 2 and (model["predicted_epoch_time_s"] > 0).all()
+    refs = pd.read_csv(real_report / "references.csv")
+    assert set(refs["state"]) <= {"within", "outside", "not measured"}
+    prov = pd.read_csv(real_report / "epochs.csv")
+    assert prov["git_commit"].notna().all() and prov["config_hash"].notna().all()
+
+
+def test_reproduce_bit_identical(real_report: Path, tiny_shards: Path, tmp_path: Path) -> None:
+    out = tmp_path / "again"
+    rc = main(["reproduce", str(real_report / "bundle"), "--out", str(out),
+               "--data", str(tiny_shards)])
+    cmp = pd.read_csv(out / "comparison.csv")
+    metrics = cmp[cmp["kind"] == "metric"]
+    assert len(metrics) > 20 and set(metrics["point"]) == {"strong-n1-r0", "strong-n2-r0"}
+    bad = metrics[~metrics["agree"]]
+    assert bad.empty, bad.to_string()
+    assert {"epoch_time_s", "samples_per_s"} <= set(cmp[cmp["kind"] == "timing"]["metric"])
+    assert (out / "comparison.md").read_text().startswith("# Reproduction of study real")
+    # timings may disagree on a busy machine; metrics must not
+    timing_bad = cmp[(cmp["kind"] == "timing") & ~cmp["agree"]]
+    assert rc == (1 if len(timing_bad) else 0)
+    # the reproduction is itself a study the report can read
+    assert main(["report", "--study", str(out / "study.json"), "--out",
+                 str(tmp_path / "again-report")]) == 0
+
+
+def test_reproduce_rejects_unknown_point(real_report: Path, tmp_path: Path) -> None:
+    assert main(["reproduce", str(real_report / "bundle"), "--points", "weak-n9-r0",
+                 "--out", str(tmp_path / "x")]) == 2
