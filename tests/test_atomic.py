@@ -1,0 +1,24 @@
+"""Atomic outputs: complete or absent, with ordinary permissions."""
+
+import os
+
+import pytest
+
+from benscale.atomic import atomic_path, write_json
+
+
+def test_written_file_has_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_json(tmp_path / "a.json", {"x": 1})
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a.json").stat().st_mode & 0o777 == 0o644
+    assert (tmp_path / "a.json").read_text().strip().startswith("{")
+
+
+def test_failure_leaves_no_file_and_no_temp(tmp_path):
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "b.txt") as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("crash")
+    assert list(tmp_path.iterdir()) == []
