@@ -29,6 +29,7 @@ system-deps:
 ## Main job: the whole DAG on the embedded default data, ending in the report.
 demo: $(STAMP)
 	$(BIN)/snakemake --profile $(PROFILE) --cores $(CORES)
+	@echo "benscale: report in results/demo/report/index.html"
 
 ## Tests: real GeoTIFF/netCDF files, real DeepSpeed, MPI, Slurm and a real browser.
 test: $(STAMP) system-deps

@@ -1,0 +1,145 @@
+"""The Snakemake workflow: lint, schema, the plan a cluster would get, and a local run.
+
+Every test runs a real `snakemake` (tests/snakemake_runner.py) in its own folder.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import zipfile
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+from snakemake_runner import REPO, TINY, output_of, snakemake, write_config
+
+SLURM_PROFILE = REPO / "profiles" / "slurm"
+LOCAL_PROFILE = REPO / "profiles" / "local"
+NODES_1_TO_64 = [1, 2, 4, 8, 16, 32, 64]
+
+
+def test_lint_is_clean(tmp_path: Path) -> None:
+    proc = snakemake(tmp_path, "--lint")
+    assert proc.returncode == 0, output_of(proc)
+    assert "Congratulations, your workflow is in a good condition" in output_of(proc)
+
+
+@pytest.mark.parametrize(("config", "key"), [
+    ({"study": {"nodez": [1, 2]}}, "nodez"),
+    ({"studdy": {"name": "x"}}, "studdy"),
+    ({"train": {"precision": "fp16"}}, "fp16"),
+])
+def test_schema_rejects_typos(tmp_path: Path, config: dict, key: str) -> None:
+    proc = snakemake(tmp_path, "-n", configfiles=(write_config(tmp_path / "c.yaml", config),))
+    assert proc.returncode != 0
+    out = output_of(proc)
+    assert key in out and ("Additional properties are not allowed" in out
+                           or "is not one of" in out), out
+
+
+def test_local_profile_refuses_oversubscription(tmp_path: Path) -> None:
+    config = write_config(tmp_path / "c.yaml", {"study": {"nodes": [1, 8], "gpus_per_node": 2,
+                                                          "global_batch": 64}})
+    proc = snakemake(tmp_path, "-n", "--profile", LOCAL_PROFILE, configfiles=(config,))
+    assert proc.returncode != 0
+    assert "strong-n8-r0 needs 16 local processes" in output_of(proc)
+
+
+def parse_dry_run_jobs(text: str, rule: str) -> list[dict[str, str]]:
+    """The wildcards and resources of each job of ``rule`` in a dry run's listing."""
+    jobs = []
+    for block in re.split(r"\n(?=\[.*\]\n)|\n(?=(?:local)?rule \w+:)", text):
+        if not re.search(rf"^(?:local)?rule {rule}:", block.strip(), re.M):
+            continue
+        wild = re.search(r"wildcards: (.*)", block)
+        res = re.search(r"resources: (.*)", block)
+        job = dict(kv.split("=", 1) for kv in wild.group(1).split(", ")) if wild else {}
+        job["resources"] = res.group(1) if res else ""
+        jobs.append(job)
+    return jobs
+
+
+def parse_resources(text: str) -> dict[str, object]:
+    """``nodes=64, tasks_per_node=4, slurm_extra='--gpus-per-node=4'`` -> a dict."""
+    out: dict[str, object] = {}
+    for item in re.split(r", (?=\w+=)", text):
+        key, _, value = item.partition("=")
+        out[key] = int(value) if value.isdigit() else value
+    return out
+
+
+def sbatch_line(resources: dict[str, object]) -> str:
+    """The sbatch command snakemake-executor-plugin-slurm builds from these resources."""
+    from snakemake_executor_plugin_slurm.submit_string import get_submit_command
+
+    class Resources(dict):
+        __getattr__ = dict.__getitem__
+
+    job = SimpleNamespace(resources=Resources(resources), threads=1)
+    params = {"run_uuid": "uuid", "slurm_logfile": "log", "comment_str": "c", "account": "",
+              "partition": "", "workdir": "."}
+    return get_submit_command(job, params)
+
+
+def test_dry_run_of_64_node_study_on_slurm_profile(tmp_path: Path) -> None:
+    """1..64 nodes x 4 GPUs: one allocation per point, with the right shape and GPUs."""
+    config = write_config(tmp_path / "study64.yaml", {
+        "study": {"name": "big", "modes": ["strong", "weak"], "nodes": NODES_1_TO_64,
+                  "gpus_per_node": 4, "global_batch": 1024, "batch_per_gpu": 64},
+        "launcher": {"kind": "srun"},
+        "slurm": {"cpus_per_task": 12, "mem_mb_per_node": 200000, "runtime_min": 240},
+    })
+    proc = snakemake(tmp_path, "-n", "--profile", SLURM_PROFILE, configfiles=(config,))
+    out = output_of(proc)
+    assert proc.returncode == 0, out
+    jobs = parse_dry_run_jobs(out, "train")
+    assert sorted((j["mode"], int(j["nodes"])) for j in jobs) == sorted(
+        (m, n) for m in ("strong", "weak") for n in NODES_1_TO_64)
+    for job in jobs:
+        nodes = int(job["nodes"])
+        res = parse_resources(job["resources"])
+        assert (res["nodes"], res["tasks_per_node"], res["cpus_per_task"]) == (nodes, 4, 12)
+        assert (res["mpi"], res["slurm_extra"]) == ("srun", "'--gpus-per-node=4'")
+        assert (res["mem_mb"], res["runtime"]) == (200000, 240)
+        assert "gpu" not in res  # the plugin's gpu is a per-job total
+        line = sbatch_line(res)
+        for flag in (f"--nodes={nodes}", "--ntasks-per-node=4", "--cpus-per-task=12",
+                     "--gpus-per-node=4", "--mem 200000", "-t 240"):
+            assert flag in line, line
+        # the step inside the allocation: every rank of every node
+        assert (f"srun --nodes={nodes} --ntasks={4 * nodes} --ntasks-per-node=4 "
+                "--cpus-per-task=12 --kill-on-bad-exit=1 --gpus-per-node=4 benscale train") in out
+    assert "--set global_batch=1024 --set batch_per_gpu=null" in out   # strong
+    assert "--set global_batch=null --set batch_per_gpu=64" in out     # weak
+
+
+@pytest.mark.slow
+def test_local_profile_runs_the_whole_dag(tmp_path: Path) -> None:
+    """synth -> ingest -> extract -> train (2 emulated nodes x 1 process) -> report."""
+    config = write_config(tmp_path / "local.yaml", {
+        "study": {"name": "local", "nodes": [2], "gpus_per_node": 1, "global_batch": 8}})
+    proc = snakemake(tmp_path, "--profile", LOCAL_PROFILE, "--cores", "2",
+                     configfiles=(TINY, config))
+    assert proc.returncode == 0, output_of(proc)[-6000:]
+    study_dir = tmp_path / "results" / "local"
+    study = json.loads((study_dir / "study.json").read_text())
+    assert [p["name"] for p in study["points"]] == ["strong-n2-r0"]
+    run = json.loads((study_dir / "runs" / "strong-n2-r0" / "run.json").read_text())
+    world = run["world"]
+    assert (world["world_size"], world["nodes"], world["emulated_nodes"]) == (2, 2, True)
+    assert run["status"] == "ok" and run["config"]["tags"]["point"] == "strong-n2-r0"
+    epochs = pd.read_csv(study_dir / "runs" / "strong-n2-r0" / "epochs.csv")
+    assert epochs["epoch"].tolist() == [1]
+    assert (epochs["world_size"].tolist(), epochs["nodes"].tolist()) == ([2], [2])
+    assert (study_dir / "report" / "index.html").stat().st_size > 0
+    # nothing left to do; and Snakemake's own report bundles the outputs
+    again = snakemake(tmp_path, "-n", "--profile", LOCAL_PROFILE, configfiles=(TINY, config))
+    assert "Nothing to be done" in output_of(again), output_of(again)
+    bundle = tmp_path / "snakemake-report.zip"
+    rep = snakemake(tmp_path, "--report", bundle, configfiles=(TINY, config))
+    assert rep.returncode == 0, output_of(rep)[-3000:]
+    names = zipfile.ZipFile(bundle).namelist()
+    assert any(n.endswith("epochs.csv") for n in names)
+    assert any(n.endswith("study.json") for n in names)

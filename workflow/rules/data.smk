@@ -1,0 +1,54 @@
+# The data path: (synth ->) ingest -> extract. Outputs under data.workdir, shared by studies.
+
+
+rule synth:
+    output:
+        archive=directory(SYNTH_ARCHIVE),
+    log:
+        f"{DATA}/logs/synth.log",
+    params:
+        format=config["data"]["synth"]["format"],
+        patches=config["data"]["synth"]["patches"],
+        seed=config["data"]["synth"]["seed"],
+    conda:
+        ENV
+    shell:
+        "benscale synth --format {params.format} --patches {params.patches}"
+        " --seed {params.seed} --out {output.archive} > {log} 2>&1"
+
+
+rule ingest:
+    input:
+        archive=archive_input,
+    output:
+        index=f"{DATA}/index/index.parquet",
+        report=report(f"{DATA}/index/ingest-report.json", category="1. Data"),
+    log:
+        f"{DATA}/logs/ingest.log",
+    params:
+        out=lambda wildcards, output: Path(output.index).parent,
+        args=ingest_args,
+    conda:
+        ENV
+    shell:
+        "benscale ingest {input.archive} --out {params.out} {params.args} > {log} 2>&1"
+
+
+rule extract:
+    input:
+        index=rules.ingest.output.index,
+    output:
+        manifest=f"{DATA}/shards/manifest.json",
+        stats=report(f"{DATA}/shards/stats.json", category="1. Data"),
+    log:
+        f"{DATA}/logs/extract.log",
+    params:
+        out=lambda wildcards, output: Path(output.manifest).parent,
+        shard_size=config["data"]["extract"]["shard_size"],
+        resampling=config["data"]["extract"]["resampling"],
+    threads: config["data"]["extract"]["workers"]
+    conda:
+        ENV
+    shell:
+        "benscale extract {input.index} --out {params.out} --shard-size {params.shard_size}"
+        " --workers {threads} --resampling {params.resampling} > {log} 2>&1"

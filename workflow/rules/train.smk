@@ -1,0 +1,47 @@
+# One training job per scaling point: ONE Slurm allocation of `nodes` nodes with
+# gpus_per_node tasks each under profiles/slurm, nodes x gpus_per_node local processes
+# (nodes emulated) under profiles/local. The launch prefix comes from benscale.scaling.
+
+
+rule train:
+    input:
+        manifest=rules.extract.output.manifest,
+        stats=rules.extract.output.stats,
+        config=train_config_input,
+    output:
+        run=f"{RESULTS}/runs/{POINT}/run.json",
+        epochs=report(
+            f"{RESULTS}/runs/{POINT}/epochs.csv",
+            category="3. Training",
+            subcategory="{mode} scaling",
+            labels={"point": POINT, "file": "epochs.csv"},
+        ),
+        mllog=f"{RESULTS}/runs/{POINT}/mllog.jsonl",
+    log:
+        f"{RESULTS}/logs/train/{POINT}.log",
+    params:
+        launch=lambda wildcards: scaling.launch_command(point_of(wildcards), config),
+        data=lambda wildcards, input: Path(input.manifest).parent,
+        out=lambda wildcards, output: Path(output.run).parent,
+        config=train_config_arg,
+        sets=lambda wildcards: shlex.join(scaling.set_args(point_of(wildcards), config)),
+    threads: train_threads
+    resources:
+        benscale_train=1,
+        nodes=slurm_resource("nodes"),
+        tasks_per_node=slurm_resource("tasks_per_node"),
+        tasks=slurm_resource("tasks"),
+        tasks_per_gpu=slurm_resource("tasks_per_gpu"),
+        cpus_per_task=slurm_resource("cpus_per_task"),
+        mem_mb=slurm_resource("mem_mb", unset=0),
+        runtime=slurm_resource("runtime"),
+        mpi=slurm_resource("mpi"),
+        slurm_extra=slurm_resource("slurm_extra"),
+        gres=slurm_resource("gres"),
+    conda:
+        ENV
+    # Every attempt starts afresh (no resume from an earlier attempt's checkpoints, which
+    # may stem from other settings: see docs/workflow.md, "A failed point").
+    shell:
+        "rm -rf {params.out}/checkpoints && {params.launch} benscale train {params.config}"
+        " --data {params.data} --out {params.out} {params.sets} > {log} 2>&1"
