@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -c requirements.lock torch torchvision
-	$(BIN)/pip install -q -c requirements.lock -e '.[workflow,mpi,test]'
+	$(BIN)/pip install -q -c requirements.lock -e '.[workflow,mpi,test,bench]'
 	touch $@
 
 venv: $(STAMP)
@@ -39,7 +39,6 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not slow"
 
 bench: $(STAMP)
-	$(BIN)/pip install -q -c requirements.lock -e '.[bench]'
 	$(BIN)/python -m bench all
 
 lint: $(STAMP)

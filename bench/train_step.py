@@ -1,0 +1,300 @@
+"""Training step: benscale's DeepSpeed step against bare PyTorch, and where an epoch goes.
+
+Same model (``benscale.train.model.build_model``: torchvision ResNet-50, 12 bands, 19
+classes), same batch, optimizer (SGD momentum 0.9, weight decay 1e-4), loss
+(BCE-with-logits), random in-memory tensors, same intra-op threads:
+
+* single process, fp32 and bf16: ``benscale.train.steps.synthetic_steps`` (the real step of
+  an epoch through the real DeepSpeed engine and its phase timers) vs a bare loop
+  (``zero_grad / forward / backward / step``; bf16 = ``torch.autocast``, while DeepSpeed's
+  bf16 mode keeps bf16 weights: the usual way each of them does bf16);
+* world size 2 on one machine (gloo, one thread per rank): benscale's engine vs
+  ``torch.nn.parallel.DistributedDataParallel``, same global batch, measured alternately in
+  the SAME pair of processes; plus the same step with no communication at all (each rank
+  alone) and one all-reduce of every gradient alone, which give the communication time
+  left exposed and the fraction hidden behind compute (overlap);
+* the split of a real epoch (data / compute / comm / optimizer), read from the
+  ``epochs.csv`` of a short ``benscale train`` run on shards of the real samples.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.common import REPO, Context, Figure, Stat, rate_figure
+
+NAME = "train_step"
+KEYS = ("step_vs_bare_fp32", "step_vs_bare_bf16", "deepspeed_ws2_vs_ddp_ws2",
+        "deepspeed_ws2_comm_overlap", "ddp_ws2_comm_overlap", "epoch_compute_fraction")
+CHANNELS, CLASSES, PX = 12, 19, 120
+
+
+# ---------------------------------------------------------------------------- workers
+
+
+def _init(rank: int, world_size: int, port: int, threads: int) -> Any:
+    """Process group through benscale's own launch discovery and DeepSpeed init."""
+    import torch
+
+    from benscale import launch
+    from benscale.train import engine
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size),
+                       "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world_size),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(threads)
+    world = launch.discover()
+    _backend, device = engine.init_distributed(world, timeout_s=600)
+    return device
+
+
+def _benscale_ctx(precision: str, global_batch: int, steps: int, device: Any) -> Any:
+    import torch.distributed as dist
+
+    from benscale.train import config as config_mod
+    from benscale.train.config import resolve_batches
+    from benscale.train.loop import build_context
+
+    cfg = config_mod.load(None, [f"precision={precision}", f"global_batch={global_batch}",
+                                 "warmup_epochs=0", "epochs=1000"])
+    batches = resolve_batches(cfg, dist.get_world_size())
+    ctx, _ = build_context(cfg, batches, steps_per_epoch=1000, device=device)
+    return ctx, batches.per_rank
+
+
+class BareLoop:
+    """The reference: a plain PyTorch training step, optionally under DDP or autocast."""
+
+    def __init__(self, batch: int, precision: str, ddp: bool) -> None:
+        """Build model, optimizer and one fixed batch of random tensors."""
+        import torch
+
+        from benscale.train.model import build_model, loss_fn
+
+        torch.manual_seed(0)
+        model = build_model(CHANNELS, CLASSES)
+        if ddp:
+            model = torch.nn.parallel.DistributedDataParallel(model)
+        self.model = model
+        self.opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9,
+                                   weight_decay=1e-4)
+        self.loss = loss_fn()
+        self.x = torch.randn(batch, CHANNELS, PX, PX)
+        self.y = (torch.rand(batch, CLASSES) < 0.3).float()
+        self.bf16 = precision == "bf16"
+
+    def steps(self, n: int) -> None:
+        """``n`` optimizer steps."""
+        import torch
+
+        self.model.train()
+        for _ in range(n):
+            self.opt.zero_grad(set_to_none=True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.model(self.x)
+            loss = self.loss(out.float(), self.y)
+            loss.backward()
+            self.opt.step()
+
+
+def _block(fn: Any, steps: int, distributed: bool) -> float:
+    """Seconds for ``fn(steps)``, ranks lined up before and after."""
+    import torch.distributed as dist
+
+    if distributed:
+        dist.barrier()
+    start = time.perf_counter()
+    fn(steps)
+    if distributed:
+        dist.barrier()
+    return time.perf_counter() - start
+
+
+def single_worker(rank: int, spec: dict[str, Any]) -> None:
+    """World size 1: benscale's step vs the bare loop, per precision, alternating."""
+    from benscale.train.steps import synthetic_steps
+
+    device = _init(rank, 1, spec["port"], spec["threads"])
+    batch, steps = spec["batch"], spec["steps"]
+    result: dict[str, Any] = {}
+    for precision in spec["precisions"]:
+        ctx, per_rank = _benscale_ctx(precision, batch, steps, device)
+        bare = BareLoop(batch, precision, ddp=False)
+
+        def ours(n: int, ctx: Any = ctx) -> None:
+            synthetic_steps(ctx, per_rank, CHANNELS, CLASSES, n)
+
+        result[precision] = _alternate({"benscale": ours, "bare": bare.steps}, spec, False)
+        del ctx, bare
+    Path(spec["out"]).write_text(json.dumps(result))
+
+
+def pair_worker(rank: int, spec: dict[str, Any]) -> None:
+    """World size 2: DeepSpeed (benscale) vs DDP vs no communication vs comm alone."""
+    import torch
+    import torch.distributed as dist
+
+    from benscale.train.steps import synthetic_steps
+
+    device = _init(rank, 2, spec["port"], spec["threads"])
+    batch, steps = spec["batch"], spec["steps"]
+    ctx, per_rank = _benscale_ctx("fp32", batch, steps, device)
+    ddp = BareLoop(per_rank, "fp32", ddp=True)
+    alone = BareLoop(per_rank, "fp32", ddp=False)
+    flat = torch.zeros(sum(p.numel() for p in alone.model.parameters()))
+
+    def ours(n: int) -> None:
+        synthetic_steps(ctx, per_rank, CHANNELS, CLASSES, n)
+
+    def allreduce(n: int) -> None:
+        for _ in range(n):
+            dist.all_reduce(flat)
+
+    result = _alternate({"deepspeed": ours, "ddp": ddp.steps, "no_comm": alone.steps,
+                         "allreduce": allreduce}, spec, True)
+    if rank == 0:
+        Path(spec["out"]).write_text(json.dumps(result))
+    dist.barrier()
+
+
+def _alternate(fns: dict[str, Any], spec: dict[str, Any], distributed: bool
+               ) -> dict[str, list[float]]:
+    """Warm up each, then ``repeats`` rounds in rotating order; seconds per step."""
+    for fn in fns.values():
+        fn(spec["warmup"])
+    names = list(fns)
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(spec["repeats"]):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for name in order:
+            out[name].append(_block(fns[name], spec["steps"], distributed) / spec["steps"])
+    return out
+
+
+def _spawn(fn: Any, nprocs: int, spec: dict[str, Any]) -> dict[str, Any]:
+    import torch.multiprocessing as mp
+
+    from benscale.launch import free_port
+
+    spec = {**spec, "port": free_port()}
+    mp.spawn(fn, args=(spec,), nprocs=nprocs, join=True)
+    return json.loads(Path(spec["out"]).read_text())
+
+
+# ---------------------------------------------------------------------------- a real run
+
+
+def training_run(ctx: Context, data: Path) -> list[dict[str, str]]:
+    """A short ``benscale train`` on the benchmark shards; returns the rows of epochs.csv."""
+    run_dir = ctx.work / ("train-run-quick" if ctx.quick else "train-run")
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    world = 1 if ctx.quick else 2
+    sets = [f"epochs={ctx.size(1, 3)}", f"global_batch={ctx.size(2, 16)}",
+            f"limit_batches={ctx.size(1, 6)}", f"limit_eval_batches={ctx.size(1, 2)}",
+            "workers=1", "checkpoint.enabled=false", "progress=false", "warmup_epochs=0",
+            f"threads={max(1, (os.cpu_count() or 1) // world)}"]
+    launcher = ([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                 f"--nproc_per_node={world}"] if world > 1 else [sys.executable])
+    cmd = [*launcher, "-m", "benscale.cli", "train", "--data", str(data), "--out", str(run_dir)]
+    for item in sets:
+        cmd += ["--set", item]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benscale train exited {proc.returncode}: {proc.stderr[-2000:]}")
+    with (run_dir / "epochs.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
+    """Measure the training-step figures (module docstring)."""
+    from bench.loader import shards
+
+    cores = os.cpu_count() or 1
+    # At most 3 repeats: a ResNet-50 step takes seconds on a CPU.
+    base = {"repeats": min(ctx.repeats, 3), "warmup": 1, "steps": ctx.size(1, 2)}
+    single = _spawn(single_worker, 1, {**base, "batch": ctx.size(2, 16), "threads": cores,
+                                        "precisions": ["fp32", "bf16"],
+                                        "out": str(ctx.work / "train-single.json")})
+    pair = _spawn(pair_worker, 2, {**base, "batch": ctx.size(2, 16),
+                                   "threads": max(1, cores // 2),
+                                   "out": str(ctx.work / "train-pair.json")})
+    batch = ctx.size(2, 16)
+    figures = [_step_figure(single[p], p, batch) for p in ("fp32", "bf16")]
+    figures.append(rate_figure(
+        "deepspeed_ws2_vs_ddp_ws2", "world size 2: benscale (DeepSpeed) vs DDP",
+        [batch / s for s in pair["deepspeed"]], [batch / s for s in pair["ddp"]],
+        "torch DDP", "samples/s", goal=0.95,
+        note=f"global batch {batch}, gloo, {max(1, cores // 2)} thread(s) per rank"))
+    figures += [_overlap_figure(pair, engine) for engine in ("deepspeed", "ddp")]
+    rows = training_run(ctx, shards(ctx, ctx.size(12, 400)))
+    figures.append(_epoch_figure(rows))
+    details = {"single_process_s_per_step": single, "ws2_s_per_step": pair,
+               "epochs_csv": rows, "epoch_split": _split(rows),
+               "notes": [f"batch {batch}, {cores} threads (ws1) / {max(1, cores // 2)} per "
+                         "rank (ws2), random in-memory tensors; s/step medians in the JSON."]}
+    return figures, details
+
+
+def _step_figure(times: dict[str, list[float]], precision: str, batch: int) -> Figure:
+    return rate_figure(f"step_vs_bare_{precision}",
+                       f"training step {precision}: benscale vs bare PyTorch",
+                       [batch / s for s in times["benscale"]], [batch / s for s in times["bare"]],
+                       "bare PyTorch loop", "samples/s", goal=0.95,
+                       note="bf16: DeepSpeed bf16 weights vs torch.autocast"
+                       if precision == "bf16" else "")
+
+
+def _overlap_figure(pair: dict[str, list[float]], engine: str) -> Figure:
+    """(step without comm + comm alone) / step with comm, per repeat: 1 = nothing hidden.
+
+    The overlap fraction, (no-comm step + all-reduce - step) / all-reduce, goes in the note.
+    """
+    serial = [n + c for n, c in zip(pair["no_comm"], pair["allreduce"], strict=True)]
+    overlap = [(s - e) / c for s, e, c in zip(serial, pair[engine], pair["allreduce"],
+                                              strict=True)]
+    title = "DeepSpeed" if engine == "deepspeed" else "DDP"
+    fig = rate_figure(f"{engine}_ws2_comm_overlap",
+                      f"world size 2, {title}: step time if comm were serial vs measured",
+                      [1 / e for e in pair[engine]], [1 / s for s in serial],
+                      "no-comm step + one all-reduce of all gradients", "steps/s")
+    med = Stat.of(overlap, "1").median
+    fig.note = (f"overlap fraction of the communication hidden behind compute: median "
+                f"{med:.2f} (range {min(overlap):.2f} to {max(overlap):.2f}); ratio 1 = "
+                "none hidden")
+    return fig
+
+
+def _epoch_figure(rows: list[dict[str, str]]) -> Figure:
+    """Compute time as a fraction of the epoch, per epoch of the real run (first dropped)."""
+    use = rows[1:] or rows
+    compute = [float(r["compute_time_s"]) for r in use]
+    epoch = [float(r["epoch_time_s"]) for r in use]
+    return rate_figure("epoch_compute_fraction",
+                       f"real run (world size {use[0]['world_size']}): compute share of "
+                       "an epoch", compute, epoch, "epoch time", "s",
+                       note="the other phases are in details.epoch_split")
+
+
+def _split(rows: list[dict[str, str]]) -> dict[str, Any]:
+    """Median seconds and share of each phase over the epochs of the run (first dropped)."""
+    use = rows[1:] or rows
+    phases = ("data_time_s", "compute_time_s", "comm_time_s", "optimizer_time_s")
+    out: dict[str, Any] = {}
+    epoch = Stat.of([float(r["epoch_time_s"]) for r in use], "s").median
+    for p in phases:
+        med = Stat.of([float(r[p]) for r in use], "s").median
+        out[p] = {"median_s": med, "share_of_epoch": med / epoch if epoch else None}
+    out["other_s"] = epoch - sum(out[p]["median_s"] for p in phases)
+    out["epoch_time_s"] = epoch
+    return out
