@@ -189,3 +189,30 @@ def test_2000_patches_no_loss(tmp_path: Path, fmt: str) -> None:
                    else _expected_v2(archive))
     report = _report(tmp_path / "out")
     assert report["n_indexed"] + sum(report["excluded_counts"].values()) == 2000
+
+
+def test_v2_metadata_with_large_strings_ingests(tmp_path):
+    """A metadata.parquet rewritten with large_string columns (pandas >= 3 does this) ingests
+    like the original."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from benscale.cli import main
+
+    archive = tmp_path / "archive"
+    assert main(["synth", "--format", "v2", "--patches", "24", "--seed", "3", "--out",
+                 str(archive)]) == 0
+    assert main(["ingest", str(archive), "--out", str(tmp_path / "a")]) == 0
+    meta = archive / "metadata.parquet"
+    table = pq.read_table(meta)
+    large = pa.schema([f.with_type(pa.large_string()) if pa.types.is_string(f.type) else
+                       f.with_type(pa.large_list(pa.large_string()))
+                       if pa.types.is_list(f.type) else f for f in table.schema])
+    pq.write_table(table.cast(large), meta)
+    assert pa.types.is_large_string(pq.read_schema(meta).field("patch_id").type)
+    assert main(["ingest", str(archive), "--out", str(tmp_path / "b")]) == 0
+    a = pd.read_parquet(tmp_path / "a" / "index.parquet")
+    b = pd.read_parquet(tmp_path / "b" / "index.parquet")
+    assert len(b) == len(a) > 0
+    assert b["patch_id"].tolist() == a["patch_id"].tolist()
+    assert [list(x) for x in b["labels"]] == [list(x) for x in a["labels"]]

@@ -83,14 +83,30 @@ def _read_metadata(path: Path) -> pa.Table:
         raise ArchiveError(f"{path}: the metadata has no rows; the archive is empty")
     if "country" not in table.column_names:
         table = table.append_column("country", pa.nulls(table.num_rows, pa.string()))
-    return table.combine_chunks()
+    return _plain_strings(table).combine_chunks()
 
 
 def _read_snow_cloud(path: Path) -> pa.Table | None:
     if not path.is_file():
         return None
     table = pq.read_table(path)
-    return table.combine_chunks()
+    return _plain_strings(table).combine_chunks()
+
+
+def _plain_string_type(dtype: pa.DataType) -> pa.DataType:
+    if pa.types.is_large_string(dtype):
+        return pa.string()
+    if pa.types.is_large_list(dtype) or pa.types.is_list(dtype):
+        return pa.list_(_plain_string_type(dtype.value_type))
+    return dtype
+
+
+def _plain_strings(table: pa.Table) -> pa.Table:
+    """Cast large_string (and lists of it) to string: the release files use plain strings,
+    but a metadata.parquet rewritten by pandas >= 3 or polars uses large_string, which the
+    vectorised path building does not mix with plain strings."""
+    schema = pa.schema([f.with_type(_plain_string_type(f.type)) for f in table.schema])
+    return table if schema.equals(table.schema) else table.cast(schema)
 
 
 def _paths(patches_dir: Path, ids: pa.ChunkedArray) -> pa.ChunkedArray:
