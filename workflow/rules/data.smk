@@ -6,6 +6,8 @@ rule synth:
         archive=directory(SYNTH_ARCHIVE),
     log:
         f"{DATA}/logs/synth.log",
+    benchmark:
+        f"{DATA}/benchmarks/synth.tsv"
     params:
         format=config["data"]["synth"]["format"],
         patches=config["data"]["synth"]["patches"],
@@ -25,6 +27,8 @@ rule ingest:
         report=report(f"{DATA}/index/ingest-report.json", category="1. Data"),
     log:
         f"{DATA}/logs/ingest.log",
+    benchmark:
+        f"{DATA}/benchmarks/ingest.tsv"
     params:
         out=lambda wildcards, output: Path(output.index).parent,
         args=ingest_args,
@@ -42,6 +46,8 @@ rule extract:
         stats=report(f"{DATA}/shards/stats.json", category="1. Data"),
     log:
         f"{DATA}/logs/extract.log",
+    benchmark:
+        f"{DATA}/benchmarks/extract.tsv"
     params:
         out=lambda wildcards, output: Path(output.manifest).parent,
         shard_size=config["data"]["extract"]["shard_size"],

@@ -6,6 +6,8 @@ rule study:
         study=report(f"{RESULTS}/study.json", category="2. Study"),
     log:
         f"{RESULTS}/logs/study.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/study.tsv"
     params:
         config=json.dumps(config, sort_keys=True),
     localrule: True
@@ -29,6 +31,8 @@ rule report:
         ),
     log:
         f"{RESULTS}/logs/report.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/report.tsv"
     params:
         references=reference_args,
     localrule: True

@@ -19,6 +19,8 @@ rule train:
         mllog=f"{RESULTS}/runs/{POINT}/mllog.jsonl",
     log:
         f"{RESULTS}/logs/train/{POINT}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train/{POINT}.tsv"
     params:
         launch=lambda wildcards: scaling.launch_command(point_of(wildcards), config),
         data=lambda wildcards, input: Path(input.manifest).parent,
