@@ -48,31 +48,13 @@ log() { local ms=$(( ($(date +%s%N) - T0) / 1000000 )); printf '[benscale-slurm 
 die() { log "ERROR: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || die "must run as root"
 
-# alive PIDFILE COMM -> 0 if the pid in PIDFILE is alive and its comm matches.
-# (Daemons re-parent to PID 1, which reaps late here: zombies count as dead.)
-alive() {
-  local pf=$1 comm=$2 pid
-  [ -s "$pf" ] || return 1
-  pid=$(cat "$pf" 2>/dev/null) || return 1
-  [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ] || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
-}
+# shellcheck source=pidfiles.sh
+. "$SCRIPT_DIR/pidfiles.sh"
 
 wait_alive() {  # daemons write their pid file only after forking
   local i; for i in $(seq 1 100); do alive "$1" "$2" && return 0; sleep 0.1; done; return 1
 }
 
-stop_pidfile() {  # stop_pidfile PIDFILE COMM
-  local pf=$1 comm=$2 pid i
-  if alive "$pf" "$comm"; then
-    pid=$(cat "$pf")
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do alive "$pf" "$comm" || break; sleep 0.2; done
-    alive "$pf" "$comm" && kill -KILL "$pid" 2>/dev/null || true
-  fi
-  rm -f "$pf"
-}
 
 # ---------------------------------------------------------------- 1. install
 PKGS="slurmctld slurmd slurm-client munge"

@@ -10,26 +10,9 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 BASE=${LOCAL_SLURM_DIR:-${TMPDIR:-/tmp}/benscale-slurm}
 RUN=$BASE/run
 
-alive() {
-  local pf=$1 comm=$2 pid
-  [ -s "$pf" ] || return 1
-  pid=$(cat "$pf" 2>/dev/null) || return 1
-  [ -n "$pid" ] && [ -r "/proc/$pid/comm" ] || return 1
-  [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$comm" ] || return 1
-  [ "$(awk '{print $3}' "/proc/$pid/stat" 2>/dev/null)" != Z ]
-}
+# shellcheck source=pidfiles.sh
+. "$SCRIPT_DIR/pidfiles.sh"
 
-stop_pidfile() {  # stop_pidfile PIDFILE COMM
-  local pf=$1 comm=$2 pid i
-  if alive "$pf" "$comm"; then
-    pid=$(cat "$pf")
-    kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 100); do alive "$pf" "$comm" || break; sleep 0.2; done
-    if alive "$pf" "$comm"; then kill -KILL "$pid" 2>/dev/null || true; echo "killed $comm ($pid)"
-    else echo "stopped $comm ($pid)"; fi
-  fi
-  rm -f "$pf"
-}
 
 [ -d "$RUN" ] || { echo "nothing to stop ($RUN missing)"; exit 0; }
 
