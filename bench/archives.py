@@ -50,6 +50,20 @@ def _split_of(i: int) -> str:
     return {8: "validation", 9: "test"}.get(i % 10, "train")
 
 
+def _is_cached(root: Path, n: int) -> bool:
+    """Whether ``root`` already holds a complete build of ``n`` patches (see ``.complete``)."""
+    done = root / ".complete"
+    return done.exists() and done.read_text() == str(n)
+
+
+def _fresh_top(root: Path) -> Path:
+    """Empty ``root`` and create its ``BigEarthNet-v1.0/`` folder."""
+    shutil.rmtree(root, ignore_errors=True)
+    top = root / "BigEarthNet-v1.0"
+    top.mkdir(parents=True)
+    return top
+
+
 def patch_archive(root: Path, n: int) -> Path:
     """A v1 archive of ``n`` real patches (copied) laid out for BOTH readers; returns root.
 
@@ -58,12 +72,9 @@ def patch_archive(root: Path, n: int) -> Path:
     files; ``root/index.parquet`` is a benscale index (docs/architecture.md section 2)
     naming the same folders, so both readers see exactly the same patches.
     """
-    done = root / ".complete"
-    if done.exists() and done.read_text() == str(n):
+    if _is_cached(root, n):
         return root
-    shutil.rmtree(root, ignore_errors=True)
-    top = root / "BigEarthNet-v1.0"
-    top.mkdir(parents=True)
+    top = _fresh_top(root)
     sources = sample_folders()
     rows = []
     for i in range(n):
@@ -78,7 +89,7 @@ def patch_archive(root: Path, n: int) -> Path:
     names = "\n".join(f"{r['patch_id']},{r['patch_id']}" for r in rows) + "\n"
     for split_file in TORCHGEO_SPLIT_FILES:
         write_text(root / split_file, names)
-    done.write_text(str(n))
+    (root / ".complete").write_text(str(n))
     return root
 
 
@@ -113,12 +124,9 @@ def v1_tree(root: Path, n: int) -> Path:
     the v1 rule (unpadded col/row). Hard links keep it to ``n`` directories on disk.
     Returns the folder holding ``BigEarthNet-v1.0/``.
     """
-    done = root / ".complete"
-    if done.exists() and done.read_text() == str(n):
+    if _is_cached(root, n):
         return root
-    shutil.rmtree(root, ignore_errors=True)
-    top = root / "BigEarthNet-v1.0"
-    top.mkdir(parents=True)
+    top = _fresh_top(root)
     # Link to private copies, not to shared/'s files (their link counts are not ours).
     originals = root / "originals"
     sources = []
@@ -132,7 +140,7 @@ def v1_tree(root: Path, n: int) -> Path:
         dst.mkdir()
         for f in files:
             os.link(f, dst / f.name.replace(src.name, name))
-    done.write_text(str(n))
+    (root / ".complete").write_text(str(n))
     return root
 
 

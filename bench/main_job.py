@@ -113,7 +113,7 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
             ratio=Stat.of([s / w for s, w in zip(rule_sums, walls, strict=True)], "x"),
             note="< 1: time outside rules (Snakemake start-up, DAG, scheduling); rules run "
                  "one after another on 2 cores"))
-    details = {"command": " ".join(snakemake_command(Path("WORKDIR"), ctx.quick)),
+    details = {"command": " ".join(cmd).replace(str(workdir), "WORKDIR"),
                "runs": runs, "per_rule_s": _per_rule(runs[-1]["rules"]),
                "notes": ["Rule times from the rules' Snakemake benchmark files."
                          if rule_sums and rule_sums[-1] == rule_sums[-1] else
