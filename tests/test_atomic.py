@@ -22,3 +22,14 @@ def test_failure_leaves_no_file_and_no_temp(tmp_path):
         tmp.write_text("partial")
         raise RuntimeError("crash")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_never_replaces_what_is_not_a_regular_file(tmp_path):
+    """An atomic rename onto a folder or a device (e.g. `--docs /dev/null`) would replace it."""
+    (tmp_path / "d").mkdir()
+    with pytest.raises(IsADirectoryError, match="not a regular file"):
+        write_json(tmp_path / "d", {"x": 1})
+    with pytest.raises(IsADirectoryError, match="not a regular file"):
+        write_json("/dev/null", {"x": 1})
+    assert (tmp_path / "d").is_dir() and os.path.exists("/dev/null")
+    assert not os.path.isfile("/dev/null")

@@ -20,6 +20,9 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     ``target`` is left as it was.
     """
     target = Path(target)
+    if target.exists() and not target.is_file():
+        # A rename would replace a folder's entry, or a device such as /dev/null.
+        raise IsADirectoryError(f"{target}: exists and is not a regular file; not replaced")
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     os.close(fd)
