@@ -42,8 +42,10 @@ rule train:
         gres=slurm_resource("gres"),
     conda:
         ENV
-    # Every attempt starts afresh (no resume from an earlier attempt's checkpoints, which
-    # may stem from other settings: see docs/workflow.md, "A failed point").
+    # Every Snakemake attempt starts afresh (an earlier attempt's checkpoints may stem from
+    # other settings: docs/workflow.md, "A failed point"); a job that Slurm requeued after
+    # a node failure (SLURM_RESTART_COUNT > 0) is the same attempt and resumes instead.
     shell:
-        "rm -rf {params.out}/checkpoints && {params.launch} benscale train {params.config}"
+        "if [ ${{SLURM_RESTART_COUNT:-0}} -eq 0 ]; then rm -rf {params.out}/checkpoints; fi;"
+        " {params.launch} benscale train {params.config}"
         " --data {params.data} --out {params.out} {params.sets} > {log} 2>&1"
