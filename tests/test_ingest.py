@@ -8,14 +8,18 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+import rasterio
 import zstandard
 from conftest import run_cli
 
-from benscale.bigearthnet import SPLITS, V1_LIST_COUNTS, V2_SPLIT_COUNTS, label_tables
+from benscale.bigearthnet import (BAND_NAMES, SPLITS, V1_LIST_COUNTS, V2_SPLIT_COUNTS,
+                                  label_tables)
 from benscale.ingest import deterministic_split, ingest, read_v1_lists
+from benscale.shards import ShardSet
 
 N = 40
 
@@ -41,6 +45,19 @@ def make_tar(src: Path, dest: Path) -> Path:
         with tarfile.open(dest, "w:gz") as tar:
             for child in sorted(src.iterdir()):
                 tar.add(child, arcname=child.name)
+    return dest
+
+
+def release_tar(v2: Path, dest: Path) -> Path:
+    """Pack a v2 archive like the release: a tar of BigEarthNet-S2/ only, with
+    metadata.parquet and the snow/cloud parquet beside the tar file, not inside."""
+    staging = dest.parent / "staging"
+    staging.mkdir()
+    shutil.copytree(v2 / "BigEarthNet-S2", staging / "BigEarthNet-S2")
+    for parquet in v2.glob("*.parquet"):
+        shutil.copy(parquet, dest.parent / parquet.name)
+    make_tar(staging, dest)
+    shutil.rmtree(staging)
     return dest
 
 
@@ -141,8 +158,9 @@ def _check_no_loss(out: Path, expected: dict[str, tuple[str, list[str]]]) -> Non
     assert _report(out)["rejected"] == []
 
 
-@pytest.mark.parametrize("fmt", ["v1", "v2"])
-@pytest.mark.parametrize("form", ["folder", "top-folder", ".tar.gz", ".tar.zst"])
+@pytest.mark.parametrize(("fmt", "form"), [
+    (fmt, form) for fmt in ("v1", "v2")
+    for form in ("folder", "top-folder", ".tar.gz", ".tar.zst")] + [("v2", "release .tar.zst")])
 def test_synthetic_archive_forms(synth_archives: dict[str, Path], tmp_path: Path, fmt: str,
                                  form: str) -> None:
     archive = synth_archives[fmt]
@@ -151,6 +169,8 @@ def test_synthetic_archive_forms(synth_archives: dict[str, Path], tmp_path: Path
         target = archive
     elif form == "top-folder":
         target = archive / ("BigEarthNet-v1.0" if fmt == "v1" else "BigEarthNet-S2")
+    elif form == "release .tar.zst":  # BigEarthNet-S2.tar.zst, metadata.parquet beside it
+        target = release_tar(archive, tmp_path / "BigEarthNet-S2.tar.zst")
     else:
         target = make_tar(archive, tmp_path / f"archive{form}")
     args = ["ingest", target, "--out", tmp_path / "out", "--format", fmt]
@@ -159,7 +179,7 @@ def test_synthetic_archive_forms(synth_archives: dict[str, Path], tmp_path: Path
     report = _report(tmp_path / "out")
     assert report["split_source"] == ("official" if fmt == "v1" else "metadata")
     assert set(report["excluded_counts"]) >= {"seasonal snow", "cloud or shadow"}
-    if form.startswith(".tar"):
+    if ".tar" in form:
         assert (tmp_path / "out" / "unpacked").is_dir()
         run_cli(*args)  # a re-run reuses the unpacked tree
         _check_no_loss(tmp_path / "out", expected)
@@ -182,13 +202,37 @@ def test_v1_without_lists_is_deterministic(synth_archives: dict[str, Path],
 @pytest.mark.slow
 @pytest.mark.parametrize("fmt", ["v1", "v2"])
 def test_2000_patches_no_loss(tmp_path: Path, fmt: str) -> None:
+    """Ingest AND extract a 2,000-patch archive: every usable patch reaches the shards
+    with its split and labels, the 10 m bands as stored."""
     archive = tmp_path / "archive"
     run_cli("synth", "--format", fmt, "--patches", 2000, "--seed", 1, "--out", archive)
     run_cli("ingest", archive, "--out", tmp_path / "out")
-    _check_no_loss(tmp_path / "out", _expected_v1(archive) if fmt == "v1"
-                   else _expected_v2(archive))
+    expected = _expected_v1(archive) if fmt == "v1" else _expected_v2(archive)
+    _check_no_loss(tmp_path / "out", expected)
     report = _report(tmp_path / "out")
     assert report["n_indexed"] + sum(report["excluded_counts"].values()) == 2000
+    shards = tmp_path / "shards"
+    run_cli("extract", tmp_path / "out" / "index.parquet", "--out", shards, "--workers", 2,
+            "--shard-size", 250)
+    manifest = json.loads((shards / "manifest.json").read_text())
+    assert {s: v["n_patches"] for s, v in manifest["splits"].items()} == report["counts"]
+    assert json.loads((shards / "extract-report.json").read_text())["rejected"] == []
+    classes = label_tables().classes19
+    index = _index(tmp_path / "out").set_index("patch_id")
+    for split in manifest["splits"]:
+        data = ShardSet(shards, split)
+        assert len(data) == report["counts"][split]
+        for i, pid in enumerate(data.patch_ids):
+            split_of, labels = expected[pid]
+            assert split_of == split
+            assert [c for c, hot in zip(classes, data.labels[i], strict=True) if hot] == labels
+        for i in range(0, len(data), 97):  # spot checks: the 10 m bands as stored
+            folder = Path(index.loc[data.patch_ids[i], "path"])
+            x, _ = data.read(i)
+            for band in ("B02", "B03", "B04", "B08"):
+                with rasterio.open(folder / f"{data.patch_ids[i]}_{band}.tif") as src:
+                    np.testing.assert_array_equal(x[BAND_NAMES.index(band)], src.read(1))
+        data.close()
 
 
 def test_v2_metadata_with_large_strings_ingests(tmp_path):

@@ -9,6 +9,7 @@ import shutil
 import tarfile
 from pathlib import Path
 
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -159,12 +160,35 @@ def test_v2_folder_named_unlike_the_format(pristine, baseline, tmp_path: Path) -
 
 
 @pytest.mark.parametrize("suffix", [".tar.gz", ".tar.zst"])
-def test_truncated_archive(pristine, tmp_path: Path, suffix: str) -> None:
-    from test_ingest import make_tar
-    tar = make_tar(pristine["v2"], tmp_path / f"a{suffix}")
+def test_truncated_archive_keeps_every_complete_patch(pristine, baseline, tmp_path: Path,
+                                                      suffix: str) -> None:
+    from test_ingest import release_tar
+    tar = release_tar(pristine["v2"], tmp_path / f"BigEarthNet-S2{suffix}")
     data = tar.read_bytes()
     tar.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ArchiveError, match=rf"a{suffix}.*truncated or corrupt"):
+    report = ingest(tar, tmp_path / "out")
+    cut = [r for r in report["rejected"] if "archive truncated or corrupt here" in r["problem"]]
+    assert len(cut) == 1 and cut[0]["path"].startswith(f"{tar}:BigEarthNet-S2/")
+    missing = [r for r in report["rejected"] if r is not cut[0]]
+    assert missing and all("metadata row whose folder is missing" in r["problem"]
+                           or "missing band file" in r["problem"] for r in missing)
+    # Every patch is accounted for: indexed, or rejected as lost to the cut.
+    assert 0 < report["n_indexed"] < baseline["v2"]
+    assert report["n_indexed"] + len(missing) == baseline["v2"]
+    index = pd.read_parquet(tmp_path / "out" / "index.parquet")
+    for path in index["path"]:  # what is indexed is complete on disk
+        assert len(list(Path(path).glob("*.tif"))) == 12
+    with pytest.raises(BadPatchError, match="archive truncated or corrupt here"):
+        ingest(tar, tmp_path / "strict", strict=True)
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tar.zst"])
+def test_unreadable_archive_is_an_immediate_error(pristine, tmp_path: Path,
+                                                  suffix: str) -> None:
+    from test_ingest import release_tar
+    tar = release_tar(pristine["v2"], tmp_path / f"BigEarthNet-S2{suffix}")
+    tar.write_bytes(tar.read_bytes()[:40])  # not even the first member's header survives
+    with pytest.raises(ArchiveError, match=rf"S2{suffix}.*truncated or corrupt"):
         ingest(tar, tmp_path / "out")
     assert not (tmp_path / "out" / "unpacked").exists()
 

@@ -2,7 +2,8 @@
 
 Input (``ARCHIVE``): a folder holding ``BigEarthNet-v1.0/`` (v1) or ``BigEarthNet-S2/`` with
 ``metadata.parquet`` beside it (v2), one of those folders itself, or a ``.tar``,
-``.tar.gz`` or ``.tar.zst`` of either (unpacked safely into ``OUT/unpacked/``).
+``.tar.gz`` or ``.tar.zst`` of either (unpacked safely into ``OUT/unpacked/``; for v2 the
+metadata may also sit beside the tar, as the release ships ``BigEarthNet-S2.tar.zst``).
 
 Output: ``OUT/index.parquet`` (one row per usable patch, see docs/architecture.md section 2)
 and ``OUT/ingest-report.json`` (counts per split, every excluded and rejected patch with its
@@ -91,7 +92,8 @@ def ingest(archive: Path, out: Path, fmt: str = "auto", v1_lists: Path | None = 
     if archive.is_file() and not is_tar(archive):
         raise ArchiveError(f"{archive}: not a folder nor a .tar/.tar.gz/.tar.zst archive")
     try:
-        layout = detect_layout(unpacked.root, fmt)
+        layout = detect_layout(unpacked.root, fmt,
+                               beside=archive.parent if unpacked.root != archive else None)
     except ArchiveError as exc:
         if unpacked.root == archive:
             raise

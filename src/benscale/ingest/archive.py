@@ -3,8 +3,10 @@
 Unpacking streams the archive once (no seeks: works for a 66 GB .tar.zst on a parallel
 file system) through tarfile's ``data`` filter, so no member can land outside the target:
 absolute names, ``..`` and links pointing outside are refused. A refused member is skipped
-and reported as a rejection (the rest of the archive still comes through); a truncated or
-corrupt archive is an :class:`ArchiveError` naming the file.
+and reported as a rejection (the rest of the archive still comes through). A truncated
+archive keeps every member read before the cut: the member cut off is removed and reported
+as a rejection, the patches that lost files are rejected by the scan, the rest is indexed.
+An archive from which not one member can be read is an :class:`ArchiveError`.
 """
 
 from __future__ import annotations
@@ -13,9 +15,11 @@ import json
 import os
 import shutil
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zstandard
 from tqdm import tqdm
 
 from benscale.bigearthnet import V1_LISTS_DIR, V1_ROOT_DIR, V2_METADATA_FILE, V2_ROOT_DIR
@@ -24,6 +28,10 @@ from benscale.errors import ArchiveError
 #: Archive suffixes -> tarfile stream mode ("zst" is decompressed with zstandard).
 TAR_SUFFIXES: dict[str, str] = {".tar": "r|", ".tar.gz": "r|gz", ".tgz": "r|gz",
                                 ".tar.zst": "zst", ".tar.zstd": "zst"}
+#: What a cut or damaged stream raises while members are read (tarfile itself, gzip's
+#: zlib.error, zstandard.ZstdError, and I/O errors).
+STREAM_ERRORS: tuple[type[Exception], ...] = (tarfile.ReadError, EOFError, zlib.error,
+                                              zstandard.ZstdError, OSError)
 #: Marker written beside a complete unpack: which archive (size, mtime) it came from.
 UNPACKED_MARKER = ".benscale-unpacked.json"
 
@@ -77,31 +85,54 @@ def unpack(archive: Path, target: Path) -> Unpacked:
     refused: list[dict[str, str]] = []
     try:
         _extract(archive, partial, refused)
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, *STREAM_ERRORS) as exc:
         shutil.rmtree(partial, ignore_errors=True)
-        raise ArchiveError(f"{archive}: truncated or corrupt archive ({exc}); download it "
-                           "again and check its checksum") from exc
+        raise ArchiveError(f"{archive}: truncated or corrupt archive, not one member could "
+                           f"be read ({exc}); download it again and check its checksum") from exc
     (partial / UNPACKED_MARKER).write_text(json.dumps({"stamp": stamp, "refused": refused}))
     shutil.rmtree(target, ignore_errors=True)
     os.replace(partial, target)
     return Unpacked(target, refused)
 
 
-def _extract(archive: Path, dest: Path, refused: list[dict[str, str]]) -> None:
+def _extract(archive: Path, dest: Path, refused: list[dict[str, str]]) -> int:
+    """Unpack every member that can be read; returns how many were (see module docstring)."""
     mode = next(m for s, m in TAR_SUFFIXES.items() if archive.name.endswith(s))
     with open(archive, "rb") as raw, tqdm(total=archive.stat().st_size, unit="B",
                                           unit_scale=True, desc=f"unpack {archive.name}",
                                           mininterval=2, disable=None) as bar:
         stream = _Progress(raw, bar)
         if mode == "zst":
-            import zstandard
-
             with zstandard.ZstdDecompressor().stream_reader(stream) as plain, \
                     tarfile.open(fileobj=plain, mode="r|") as tar:
-                tar.extractall(dest, filter=_SafeFilter(archive, refused))
-        else:
-            with tarfile.open(fileobj=stream, mode=mode) as tar:
-                tar.extractall(dest, filter=_SafeFilter(archive, refused))
+                return _extract_members(tar, archive, dest, refused)
+        with tarfile.open(fileobj=stream, mode=mode) as tar:
+            return _extract_members(tar, archive, dest, refused)
+
+
+def _extract_members(tar: tarfile.TarFile, archive: Path, dest: Path,
+                     refused: list[dict[str, str]]) -> int:
+    """Extract member by member, so that a cut in the stream loses only the member cut.
+
+    Raises the stream's error when it comes before the first member (nothing to keep).
+    """
+    safe = _SafeFilter(archive, refused)
+    count, member = 0, None
+    try:
+        for member in tar:
+            tar.extract(member, dest, filter=safe)
+            count += 1
+    except STREAM_ERRORS as exc:
+        if count == 0:
+            raise
+        cut = member.name if member is not None else "(unknown member)"
+        if member is not None and member.isfile():
+            (dest / cut).unlink(missing_ok=True)  # a partial file must not pass for whole
+        refused.append({
+            "patch_id": Path(cut).parent.name or cut, "path": f"{archive}:{cut}",
+            "problem": f"archive truncated or corrupt here ({exc}); this member and any "
+                       f"after it are missing ({count} members read before it)"})
+    return count
 
 
 class _Progress:
@@ -140,8 +171,16 @@ class _SafeFilter:
             return None
 
 
-def detect_layout(root: Path, wanted: str = "auto") -> Layout:
-    """Recognise a v1 or v2 archive at ``root`` (the holder or the top folder itself)."""
+def detect_layout(root: Path, wanted: str = "auto", beside: Path | None = None) -> Layout:
+    """Recognise a v1 or v2 archive at ``root`` (the holder or the top folder itself).
+
+    Args:
+        root: the folder to look at.
+        wanted: ``auto``, ``v1`` or ``v2``.
+        beside: another folder that may hold the v2 metadata: the folder of an unpacked
+            tar, since the release ships ``BigEarthNet-S2.tar.zst`` with
+            ``metadata.parquet`` (and the snow/cloud parquet) beside it, not inside.
+    """
     candidates: list[Layout] = []
     if root.name == V1_ROOT_DIR:
         candidates.append(Layout("v1", root, lists_dir=_dir_or_none(root.parent / V1_LISTS_DIR)))
@@ -155,6 +194,9 @@ def detect_layout(root: Path, wanted: str = "auto") -> Layout:
                 break
     if (root / V2_METADATA_FILE).is_file():
         candidates.append(Layout("v2", root / V2_ROOT_DIR, metadata=root / V2_METADATA_FILE))
+    elif (root / V2_ROOT_DIR).is_dir() and beside is not None \
+            and (beside / V2_METADATA_FILE).is_file():
+        candidates.append(Layout("v2", root / V2_ROOT_DIR, metadata=beside / V2_METADATA_FILE))
     if wanted != "auto":
         candidates = [c for c in candidates if c.format == wanted]
     if not candidates:
