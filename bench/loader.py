@@ -41,8 +41,10 @@ def shards(ctx: Context, n: int) -> Path:
     """Extract the benchmark archive once (cached beside it); returns the shards folder."""
     from benscale.cli import main
 
+    from benscale.shards import DEFAULT_COMPRESSION
+
     root = patch_archive(ctx.work / f"patches-{n}", n)
-    out = ctx.work / f"shards-{n}"
+    out = ctx.work / f"shards-{n}-{DEFAULT_COMPRESSION}"
     done = out / ".complete"
     if not done.exists():
         shutil.rmtree(out, ignore_errors=True)
@@ -72,7 +74,7 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     from benscale.shards import ShardSet
     from benscale.train.data import Layout, PatchDataset, loader, train_batches
 
-    n = ctx.size(12, 400)
+    n = ctx.size(12, 2000)
     data = shards(ctx, n)
     dataset = PatchDataset(data, "train", BAND_NAMES, train=True, seed=0, augment=True)
     n_train = len(dataset)
@@ -83,7 +85,7 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     def epoch(workers: int) -> Any:
         def run() -> float:
             count = 0
-            for x, _y, _i in loader(dataset, train_batches(n_train, layout, 0, 0), workers,
+            for x, *_ in loader(dataset, train_batches(n_train, layout, 0, 0), workers,
                                     pin_memory=False):
                 count += x.shape[0]
             return count

@@ -237,7 +237,7 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
         "torch DDP", "samples/s", goal=0.95,
         note=f"global batch {batch}, gloo, {max(1, cores // 2)} thread(s) per rank"))
     figures += [_overlap_figure(pair, engine) for engine in ("deepspeed", "ddp")]
-    rows = training_run(ctx, shards(ctx, ctx.size(12, 400)))
+    rows = training_run(ctx, shards(ctx, ctx.size(12, 2000)))
     figures.append(_epoch_figure(rows))
     details = {"single_process_s_per_step": single, "ws2_s_per_step": pair,
                "epochs_csv": rows, "epoch_split": _split(rows),

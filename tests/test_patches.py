@@ -20,7 +20,6 @@ from rasterio.enums import Resampling
 
 from benscale.bigearthnet import BAND_NAMES, BANDS, label_tables
 from benscale.cli import main
-from benscale.shards import REFLECTANCE_CHUNK
 
 TEST_PATCH = "S2A_MSIL2A_20170617T113321_4_55"  # the sample in the official test split
 #: Sorts between the real train patches, so a rejection in the middle of a shard is tested.
@@ -145,8 +144,8 @@ def test_shard_schema(real_out: Path) -> None:
         assert ds.attrs["Conventions"].startswith("CF-")
         assert ds["reflectance"].attrs["units"] == "1"
         assert ds["wavelength_nm"].attrs["units"] == "nm"
-        enc = ds["reflectance"].encoding
-        assert enc["chunksizes"] == REFLECTANCE_CHUNK and enc["zlib"] and enc["shuffle"]
+        enc = ds["reflectance"].encoding  # the default --compression none
+        assert enc["contiguous"] and not enc.get("zlib") and not enc.get("shuffle")
         assert "_FillValue" not in ds["reflectance"].attrs
 
 
@@ -212,7 +211,7 @@ def test_resume_rewrites_only_missing_shard(real_v1_samples: Path, tmp_path: Pat
 
 
 def test_changed_plan_redoes_shards(real_v1_samples: Path, tmp_path: Path) -> None:
-    """A different shard size or resampling never reuses shards of the old plan."""
+    """A different shard size or compression never reuses shards of the old plan."""
     index = write_index(real_rows(real_v1_samples), tmp_path / "index.parquet")
     out = tmp_path / "shards"
     assert extract(index, out, "--shard-size", 1) == 0
@@ -221,6 +220,13 @@ def test_changed_plan_redoes_shards(real_v1_samples: Path, tmp_path: Path) -> No
         ["test/shard-00000.nc", "train/shard-00000.nc"]  # train/shard-00001 was stale
     with xr.open_dataset(out / "train/shard-00000.nc") as ds:
         assert ds.sizes["patch"] == 2
+        plain = ds["reflectance"].values
+    assert extract(index, out, "--shard-size", 2, "--compression", "zlib") == 0
+    report = json.loads((out / "extract-report.json").read_text())
+    assert report["shards_kept"] == 0 and report["compression"] == "zlib"
+    with xr.open_dataset(out / "train/shard-00000.nc") as ds:
+        assert ds["reflectance"].encoding["zlib"]
+        np.testing.assert_array_equal(ds["reflectance"].values, plain)
 
 
 def test_two_workers_give_identical_shards(real_out: Path, real_v1_samples: Path,
@@ -399,6 +405,14 @@ def test_synth_ingest_extract_round_trip(tiny_shards: Path) -> None:
         for i, patch_id in enumerate(data.patch_ids):
             want = [c for c in classes if c in set(by_id.loc[patch_id, "labels"])]
             assert [c for c, h in zip(classes, data.labels[i], strict=True) if h] == want
+        # The original 43-class labels too (v1), straight from each patch's JSON.
+        data43 = ShardSet(shards, str(split), num_classes=43)
+        assert data43.classes == label_tables().labels43
+        for i, patch_id in enumerate(data43.patch_ids):
+            folder = Path(by_id.loc[patch_id, "path"])
+            meta = json.loads((folder / f"{patch_id}_labels_metadata.json").read_text())
+            got = {c for c, h in zip(data43.classes, data43.labels[i], strict=True) if h}
+            assert got == set(meta["labels"])
         folder = Path(by_id.loc[data.patch_ids[0], "path"])
         x, _ = data.read(0)
         for band in ("B02", "B05", "B09"):

@@ -15,7 +15,7 @@ import xarray as xr
 from benscale.bigearthnet import BAND_NAMES, label_tables
 from benscale.cli import main
 from benscale.errors import DataError
-from benscale.shards import ShardSet, load_manifest, load_stats, stats_arrays
+from benscale.shards import COMPRESSIONS, ShardSet, load_manifest, load_stats, stats_arrays
 
 
 def _labels19(folder: Path) -> list[str]:
@@ -25,16 +25,18 @@ def _labels19(folder: Path) -> list[str]:
     return [c for c in tables.classes19 if c in mapped]
 
 
-@pytest.fixture(scope="module")
-def shards(real_v1_samples: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """All three real patches in the train split, two shards (sizes 2 and 1)."""
-    root = tmp_path_factory.mktemp("shardset")
+@pytest.fixture(scope="module", params=COMPRESSIONS)
+def shards(request: pytest.FixtureRequest, real_v1_samples: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """All three real patches in the train split, two shards (sizes 2 and 1), stored with
+    each ``--compression`` (the reader memory-maps one and decompresses the other)."""
+    root = tmp_path_factory.mktemp(f"shardset-{request.param}")
     folders = sorted(p for p in (real_v1_samples / "BigEarthNet-v1.0").iterdir() if p.is_dir())
     rows = [{"patch_id": f.name, "split": "train", "labels": _labels19(f), "path": str(f),
              "format": "v1"} for f in folders]
     pd.DataFrame(rows).to_parquet(root / "index.parquet")
     rc = main(["extract", str(root / "index.parquet"), "--out", str(root / "shards"),
-               "--shard-size", "2"])
+               "--shard-size", "2", "--compression", request.param])
     assert rc == 0
     return root / "shards"
 
@@ -76,14 +78,32 @@ def test_shardset_band_subset_and_pickling(shards: Path) -> None:
     want = refl[1][[BAND_NAMES.index(b) for b in bands]]
     np.testing.assert_array_equal(clone.read(1)[0], want)
     np.testing.assert_array_equal(ds.read(1)[0], want)
+    # Closed, not left to the garbage collector: xarray re-opening a netCDF4 file that
+    # another netCDF4 handle holds open crashes (netCDF4 1.7.5 / xarray, seen here).
+    clone.close()
+    ds.close()
 
 
-def test_random_access_reads_one_chunk(shards: Path) -> None:
-    """The layout promise: one patch is one HDF5 chunk, never the whole shard."""
+def test_layout_as_recorded_and_read_without_whole_shards(shards: Path) -> None:
+    """The layout promise: uncompressed shards are contiguous and memory-mapped (a patch is
+    one copy of its bytes); compressed ones hold one HDF5 chunk per patch, never the whole
+    shard; the manifest says which."""
+    layout = load_manifest(shards)["layout"]
     with netCDF4.Dataset(shards / "train/shard-00000.nc") as nc:
-        var = nc.variables["reflectance"]
-        assert var.chunking() == [1, 12, 120, 120]
-        assert var.filters()["zlib"] and var.filters()["shuffle"]
+        chunking = nc.variables["reflectance"].chunking()
+        filters = nc.variables["reflectance"].filters()
+    ds = ShardSet(shards, "train")
+    ds.read(0)
+    mapped = isinstance(ds._array(0), np.memmap)
+    ds.close()
+    if layout["compression"] == "none":
+        assert chunking == "contiguous" and not filters["zlib"]
+        assert mapped
+    else:
+        assert layout == {"compression": "zlib", "chunk": [1, 12, 120, 120],
+                          "complevel": 1, "shuffle": True}
+        assert chunking == [1, 12, 120, 120] and filters["zlib"] and filters["shuffle"]
+        assert not mapped  # read chunk by chunk through netCDF4
 
 
 def test_load_stats_in_requested_order(shards: Path) -> None:

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import build_dataset
 
 from benscale.cli import main
 from benscale.errors import ConfigError
@@ -94,8 +95,11 @@ def test_stats_for_another_band_set(capsys: pytest.CaptureFixture[str], shards: 
     assert not (tmp_path / "run").exists()
 
 
-def test_43_classes_need_43_class_shards(capsys: pytest.CaptureFixture[str], shards: Path,
+def test_43_classes_need_43_class_shards(capsys: pytest.CaptureFixture[str],
                                         tmp_path: Path) -> None:
-    err = _fails(capsys, "--data", shards, "--out", tmp_path / "run", *FAST,
+    """v2 (reBEN) publishes 19-class labels only: its shards cannot train 43 classes."""
+    v2_shards = build_dataset(tmp_path / "v2", "v2", patches=40, seed=3)
+    assert "classes43" not in json.loads((v2_shards / "manifest.json").read_text())
+    err = _fails(capsys, "--data", v2_shards, "--out", tmp_path / "run", *FAST,
                  "--set", "num_classes=43")
-    assert "num_classes=43" in err and "19-class" in err
+    assert "num_classes=43" in err and "19-class labels only" in err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -41,3 +42,25 @@ def test_short_run_beats_label_frequency_baseline(tmp_path: Path) -> None:
     assert test["n_patches"] == len(ShardSet(shards, "test"))
     assert np.isfinite(test["map_macro"])
     assert test["map_macro"] > baseline + MARGIN, (test, baseline)
+
+
+@pytest.mark.slow
+def test_43_class_head_trains_on_v1_shards(tiny_shards: Path, tmp_path: Path) -> None:
+    """`num_classes: 43` trains on the original CORINE labels that v1 shards carry."""
+    out = tmp_path / "run43"
+    sets = {"epochs": 1, "global_batch": 4, "workers": 1, "progress": "false",
+            "num_classes": 43, "limit_batches": 2, "limit_eval_batches": 1,
+            "checkpoint.enabled": "false"}
+    argv = [sys.executable, "-m", "benscale.cli", "train", "--data", str(tiny_shards),
+            "--out", str(out)]
+    for key, value in sets.items():
+        argv += ["--set", f"{key}={value}"]
+    proc = subprocess.run(argv, env={**os.environ, "OMP_NUM_THREADS": "2"},
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    run = json.loads((out / "run.json").read_text())
+    assert run["status"] == "ok" and run["config"]["num_classes"] == 43
+    with (out / "per_class_ap.csv").open() as fh:
+        classes = {row["class"] for row in csv.DictReader(fh)}
+    assert classes == set(ShardSet(tiny_shards, "validation", num_classes=43).classes)
+    assert len(classes) == 43

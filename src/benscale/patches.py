@@ -1,7 +1,7 @@
 """``benscale extract``: read, resample and stack every indexed patch into netCDF4 shards.
 
 ``benscale extract INDEX --out DIR [--shard-size N] [--workers W]
-[--resampling bilinear|nearest] [--strict]``
+[--resampling bilinear|nearest] [--compression none|zlib] [--strict]``
 
 Reads the 12 single-band GeoTIFFs of each patch in ``INDEX`` (index.parquet, see
 docs/architecture.md section 2) with rasterio, resamples the 20 m and 60 m bands to
@@ -22,8 +22,11 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing
+import os
 import time
+import warnings
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass
 from math import sqrt
@@ -35,7 +38,8 @@ import numpy as np
 import pandas as pd
 import rasterio
 from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.errors import NotGeoreferencedWarning, RasterioError
+from rasterio.io import DatasetReader
 from tqdm import tqdm
 
 from benscale import __version__
@@ -43,8 +47,8 @@ from benscale.atomic import write_json
 from benscale.bigearthnet import BANDS, BAND_NAMES, PATCH_PX, SPLITS, label_tables
 from benscale.errors import BadPatchError, ConfigError, DataError
 from benscale.shards import (
-    MANIFEST_NAME, REFLECTANCE_CHUNK, REPORT_NAME, SHUFFLE, STATS_NAME, ZLIB_LEVEL, ShardInfo,
-    shard_dataset, shard_name, write_shard,
+    COMPRESSIONS, DEFAULT_COMPRESSION, MANIFEST_NAME, REPORT_NAME, STATS_NAME, ShardInfo,
+    layout_record, shard_dataset, shard_name, write_shard,
 )
 
 #: --resampling choices -> rasterio methods (torchgeo's BigEarthNet uses bilinear).
@@ -55,8 +59,12 @@ REQUIRED_COLUMNS: tuple[str, ...] = ("patch_id", "split", "labels", "path")
 #: Default patches per shard: ~120-200 MB files (few files for parallel file systems) and
 #: ~350 MB of memory per worker while a shard is assembled.
 DEFAULT_SHARD_SIZE = 1000
-#: GDAL must not list the patch folder on every open: costly on Lustre/GPFS.
-GDAL_ENV: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+#: GDAL settings for reading band files (measured in docs/benchmarks.md, "Extraction"):
+#: no listing of the patch folder on every open (costly on Lustre/GPFS), no probing for
+#: .aux.xml side-cars, and no georeferencing: extraction needs pixels only, and building
+#: each file's CRS from the PROJ database took ~60 % of a band file's open+read time.
+GDAL_ENV: dict[str, str] = {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR",
+                            "GDAL_PAM_ENABLED": "NO", "GDAL_GEOREF_SOURCES": "NONE"}
 #: Band-file dtype of BigEarthNet (FORMAT.md).
 BAND_DTYPE = np.dtype("uint16")
 
@@ -70,6 +78,7 @@ class ExtractOptions:
     shard_size: int
     workers: int
     resampling: str
+    compression: str
     strict: bool
 
 
@@ -83,6 +92,8 @@ class ShardPlan:
     folders: tuple[str, ...]
     labels: tuple[tuple[str, ...], ...]
     source_format: str
+    #: The original 43-class labels per patch (v1 indexes), else None.
+    labels43: tuple[tuple[str, ...], ...] | None = None
 
     @property
     def rel_path(self) -> str:
@@ -112,6 +123,10 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resampling", choices=sorted(RESAMPLING), default="bilinear",
                         help="how 20 m and 60 m bands reach 120x120 (default bilinear, as "
                              "torchgeo)")
+    parser.add_argument("--compression", choices=COMPRESSIONS, default=DEFAULT_COMPRESSION,
+                        help="reflectance storage: none (contiguous, fastest to read; "
+                             "default) or zlib (one zlib+shuffle chunk per patch, 1.6x "
+                             "smaller); docs/shards.md has the measurements")
     parser.add_argument("--strict", action="store_true",
                         help="fail on the first bad patch instead of rejecting it")
 
@@ -123,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     index = load_index(opts.index)
     plans = plan_shards(index, opts.shard_size)
     removed = remove_strays(opts.out, plans)
-    kept, todo = partition_done(plans, opts.out, opts.resampling)
+    kept, todo = partition_done(plans, opts.out, opts)
     receipts = kept + execute(todo, opts)
     receipts.sort(key=lambda r: (SPLITS.index(r["split"]), r["number"]))
     if opts.strict:
@@ -141,7 +156,7 @@ def _options(args: argparse.Namespace) -> ExtractOptions:
         raise ConfigError(f"--workers {args.workers}: must be at least 1")
     return ExtractOptions(index=args.index, out=args.out, shard_size=args.shard_size,
                           workers=args.workers, resampling=args.resampling,
-                          strict=args.strict)
+                          compression=args.compression, strict=args.strict)
 
 
 # ---------------------------------------------------------------------------- planning
@@ -183,6 +198,7 @@ def plan_shards(index: pd.DataFrame, shard_size: int) -> list[ShardPlan]:
     plans: list[ShardPlan] = []
     formats = index["format"] if "format" in index.columns else pd.Series("unknown",
                                                                           index=index.index)
+    with43 = "labels43" in index.columns and bool(index["labels43"].notna().all())
     for split in SPLITS:
         rows = index[index["split"] == split]
         for number, start in enumerate(range(0, len(rows), shard_size)):
@@ -192,10 +208,14 @@ def plan_shards(index: pd.DataFrame, shard_size: int) -> list[ShardPlan]:
                 split=split, number=number,
                 patch_ids=tuple(str(p) for p in chunk["patch_id"]),
                 folders=tuple(str(p) for p in chunk["path"]),
-                labels=tuple(tuple(str(c) for c in ([] if labels is None else labels))
-                             for labels in chunk["labels"]),
+                labels=_label_tuples(chunk["labels"]),
+                labels43=_label_tuples(chunk["labels43"]) if with43 else None,
                 source_format=fmt))
     return plans
+
+
+def _label_tuples(column: pd.Series) -> tuple[tuple[str, ...], ...]:
+    return tuple(tuple(str(c) for c in ([] if labels is None else labels)) for labels in column)
 
 
 def remove_strays(out: Path, plans: list[ShardPlan]) -> list[str]:
@@ -219,12 +239,12 @@ def remove_strays(out: Path, plans: list[ShardPlan]) -> list[str]:
 
 
 def partition_done(plans: list[ShardPlan], out: Path,
-                   resampling: str) -> tuple[list[dict[str, Any]], list[ShardPlan]]:
+                   opts: ExtractOptions) -> tuple[list[dict[str, Any]], list[ShardPlan]]:
     """Split the plans into (receipts of shards already complete, plans still to do)."""
     done: list[dict[str, Any]] = []
     todo: list[ShardPlan] = []
     for plan in plans:
-        receipt = completed_receipt(plan, out, resampling)
+        receipt = completed_receipt(plan, out, opts)
         if receipt is None:
             todo.append(plan)
         else:
@@ -232,10 +252,12 @@ def partition_done(plans: list[ShardPlan], out: Path,
     return done, todo
 
 
-def completed_receipt(plan: ShardPlan, out: Path, resampling: str) -> dict[str, Any] | None:
+def completed_receipt(plan: ShardPlan, out: Path,
+                      opts: ExtractOptions) -> dict[str, Any] | None:
     """The shard's receipt if the shard on disk is complete and matches ``plan``, else None.
 
-    Checks: receipt readable, same planned patch ids and resampling, shard file of the
+    Checks: receipt readable, same planned patch ids, resampling and compression, shard
+    file of the
     recorded size holding exactly the recorded patch ids. (The checksum is not re-hashed:
     that would read every byte again; `sha256sum -c` style checks can use the manifest.)
     """
@@ -244,7 +266,9 @@ def completed_receipt(plan: ShardPlan, out: Path, resampling: str) -> dict[str, 
     except (OSError, json.JSONDecodeError):
         return None
     if (receipt.get("planned") != list(plan.patch_ids)
-            or receipt.get("resampling") != resampling):
+            or receipt.get("resampling") != opts.resampling
+            or receipt.get("compression") != opts.compression
+            or receipt.get("labels43", False) != (plan.labels43 is not None)):
         return None
     if not receipt["patch_ids"]:
         return receipt  # every planned patch was rejected: no shard file by design
@@ -280,7 +304,7 @@ def execute(plans: list[ShardPlan], opts: ExtractOptions) -> list[dict[str, Any]
 
 
 def _extract_all(plans: list[ShardPlan], opts: ExtractOptions) -> Iterator[dict[str, Any]]:
-    args = (opts.out, opts.resampling, opts.strict)
+    args = (opts.out, opts.resampling, opts.compression, opts.strict)
     if opts.workers == 1 or len(plans) <= 1:
         for plan in plans:
             yield extract_shard(plan, *args)
@@ -300,15 +324,18 @@ def _extract_all(plans: list[ShardPlan], opts: ExtractOptions) -> Iterator[dict[
                 future.cancel()
 
 
-def extract_shard(plan: ShardPlan, out: Path, resampling: str, strict: bool) -> dict[str, Any]:
+def extract_shard(plan: ShardPlan, out: Path, resampling: str, compression: str,
+                  strict: bool) -> dict[str, Any]:
     """Worker task: read the plan's patches, write the shard atomically, return its receipt.
 
     Bad patches are left out (listed in the receipt), so reflectance and labels stay
     aligned. In strict mode a shard with a bad patch is not written at all.
     """
     ids, reflectance, labels, rejected = read_patches(plan, RESAMPLING[resampling])
+    labels43 = _labels43(plan, ids)
     receipt: dict[str, Any] = {
         "split": plan.split, "number": plan.number, "path": None, "resampling": resampling,
+        "compression": compression, "labels43": labels43 is not None,
         "planned": list(plan.patch_ids), "patch_ids": ids, "rejected": rejected,
         "n_patches": len(ids), "sha256": None, "size_bytes": 0,
         **band_moments(reflectance),
@@ -316,8 +343,9 @@ def extract_shard(plan: ShardPlan, out: Path, resampling: str, strict: bool) -> 
     if ids and not (strict and rejected):
         dataset = shard_dataset(ids, reflectance, labels, ShardInfo(
             split=plan.split, number=plan.number, resampling=resampling,
-            source_format=plan.source_format))
-        receipt.update(path=plan.rel_path, **write_shard(dataset, plan.nc_path(out)))
+            source_format=plan.source_format), labels43=labels43)
+        receipt.update(path=plan.rel_path,
+                       **write_shard(dataset, plan.nc_path(out), compression))
     if not (strict and rejected):
         write_json(plan.receipt_path(out), receipt)
     return receipt
@@ -335,7 +363,7 @@ def read_patches(plan: ShardPlan, resampling: Resampling
     labels = np.zeros((n, len(label_tables().classes19)), dtype=np.uint8)
     ids: list[str] = []
     rejected: list[dict[str, str]] = []
-    with rasterio.Env(**GDAL_ENV):
+    with band_reading():
         for patch_id, folder, names in zip(plan.patch_ids, plan.folders, plan.labels,
                                            strict=True):
             try:
@@ -347,6 +375,21 @@ def read_patches(plan: ShardPlan, resampling: Resampling
                 continue
             ids.append(patch_id)
     return ids, reflectance[:len(ids)], labels[:len(ids)], rejected
+
+
+def _labels43(plan: ShardPlan, kept: list[str]) -> np.ndarray | None:
+    """Multi-hot (kept patches, 43) over labels.json's 43 labels, or None without them.
+
+    The index's labels43 come from ingest, which checked every name against labels.json.
+    """
+    if plan.labels43 is None:
+        return None
+    names43 = label_tables().labels43
+    by_id = dict(zip(plan.patch_ids, plan.labels43, strict=True))
+    hot = np.zeros((len(kept), len(names43)), dtype=np.uint8)
+    for row, patch_id in enumerate(kept):
+        hot[row, [names43.index(n) for n in by_id[patch_id]]] = 1
+    return hot
 
 
 def encode_labels(patch_id: str, folder: str, names: Iterable[str]) -> np.ndarray:
@@ -373,35 +416,53 @@ def read_patch(patch_id: str, folder: Path, resampling: Resampling,
     """
     if out is None:
         out = np.empty((len(BANDS), PATCH_PX, PATCH_PX), dtype=BAND_DTYPE)
-    for i, band in enumerate(BANDS):
-        out[i] = read_band(patch_id, folder / f"{patch_id}_{band.name}.tif", band.native_px,
-                           resampling)
+    prefix = os.path.join(folder, patch_id)  # plain strings: pathlib costs ~8 us per join
+    with band_reading():
+        for i, band in enumerate(BANDS):
+            read_band(patch_id, f"{prefix}_{band.name}.tif", band.native_px, resampling,
+                      out=out[i])
     return out
 
 
-def read_band(patch_id: str, path: Path, native_px: int, resampling: Resampling) -> np.ndarray:
-    """One band at 120 x 120: as stored for 10 m bands, resampled like torchgeo otherwise.
+@contextmanager
+def band_reading() -> Iterator[None]:
+    """The GDAL environment of :data:`GDAL_ENV`, without the warning it implies.
+
+    Opening band files as ``rasterio.io.DatasetReader`` inside this one environment skips
+    the environment that ``rasterio.open`` sets up and tears down on every call (~40 us of
+    a ~130 us band read, measured in docs/benchmarks.md). Nested use is cheap.
+    """
+    with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
+        warnings.simplefilter("ignore", NotGeoreferencedWarning)  # GDAL_GEOREF_SOURCES=NONE
+        yield
+
+
+def read_band(patch_id: str, path: str, native_px: int, resampling: Resampling,
+              out: np.ndarray) -> None:
+    """One band into ``out`` (120 x 120): as stored for 10 m bands, resampled like torchgeo
+    otherwise. Call it inside :func:`band_reading`.
 
     Raises:
         BadPatchError: the file is missing, unreadable, or not a native_px-square uint16
             single-band raster.
     """
-    if not path.is_file():
-        raise BadPatchError(patch_id, path, "missing band file")
     try:
-        with rasterio.open(path, driver="GTiff") as src:  # no other format, even if it parses
-            _check_band(patch_id, path, src, native_px)
+        with DatasetReader(path, driver="GTiff") as src:  # no other format, even if
+            _check_band(patch_id, path, src, native_px)       # another driver parses it
             if native_px == PATCH_PX:
-                return src.read(1)
-            return src.read(1, out_shape=(PATCH_PX, PATCH_PX), resampling=resampling)
+                src.read(1, out=out)
+            else:
+                src.read(1, out=out, resampling=resampling)
     except RasterioError as exc:
+        if not os.path.isfile(path):  # asked only on failure: one stat call less per band
+            raise BadPatchError(patch_id, path, "missing band file") from None
         raise BadPatchError(patch_id, path, f"unreadable or corrupt GeoTIFF ({exc})") from exc
 
 
-def _check_band(patch_id: str, path: Path, src: rasterio.DatasetReader, native_px: int) -> None:
+def _check_band(patch_id: str, path: str, src: DatasetReader, native_px: int) -> None:
     if src.count != 1:
         raise BadPatchError(patch_id, path, f"{src.count} bands, expected 1")
-    if np.dtype(src.dtypes[0]) != BAND_DTYPE:
+    if src.dtypes[0] != BAND_DTYPE.name:
         raise BadPatchError(patch_id, path, f"dtype {src.dtypes[0]}, expected uint16")
     if (src.width, src.height) != (native_px, native_px):
         raise BadPatchError(patch_id, path, f"size {src.width}x{src.height} px, expected "
@@ -465,11 +526,13 @@ def build_manifest(receipts: list[dict[str, Any]], opts: ExtractOptions) -> dict
         if r["path"] is not None:
             entry["shards"].append({"path": r["path"], "n_patches": r["n_patches"],
                                     "sha256": r["sha256"], "size_bytes": r["size_bytes"]})
+    with43 = bool(receipts) and all(r.get("labels43") for r in receipts)
     return {"benscale_version": __version__, "bands": list(BAND_NAMES),
-            "classes": list(label_tables().classes19), "resampling": opts.resampling,
+            "classes": list(label_tables().classes19),
+            **({"classes43": list(label_tables().labels43)} if with43 else {}),
+            "resampling": opts.resampling,
             "shard_size": opts.shard_size,
-            "layout": {"chunk": list(REFLECTANCE_CHUNK), "compression": "zlib",
-                       "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE},
+            "layout": layout_record(opts.compression),
             "splits": splits}
 
 
@@ -480,7 +543,7 @@ def build_report(receipts: list[dict[str, Any]], opts: ExtractOptions, written: 
                     if f"{r['split']}/{shard_name(r['number'])}" in written)
     return {
         "index": str(opts.index.resolve()), "out": str(opts.out.resolve()),
-        "resampling": opts.resampling,
+        "resampling": opts.resampling, "compression": opts.compression,
         "workers": opts.workers, "shard_size": opts.shard_size,
         "n_planned": sum(len(r["planned"]) for r in receipts),
         "n_extracted": sum(r["n_patches"] for r in receipts),

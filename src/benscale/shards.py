@@ -3,8 +3,10 @@
 A shard is one netCDF4 file ``DIR/<split>/shard-NNNNN.nc`` holding up to ``shard_size``
 patches (docs/architecture.md, section 3; docs/shards.md for the layout choices):
 
-* ``reflectance(patch, band, y, x)`` uint16, one HDF5 chunk per patch, zlib + shuffle, so
-  reading one patch decompresses exactly one chunk (~345 kB raw) and never a whole shard;
+* ``reflectance(patch, band, y, x)`` uint16, stored either uncompressed and contiguous
+  (``--compression none``, the default: reading a patch is a plain read of 345,600
+  bytes) or one zlib + shuffle chunk per patch (``--compression zlib``: 1.6x smaller,
+  ~10x dearer to read); never a whole shard per read either way;
 * ``labels(patch, class)`` uint8 multi-hot in the ORIGINAL 19-class order;
 * coordinates ``patch_id``, ``band`` (+ ``wavelength_nm``, ``resolution_m``), ``class``.
 
@@ -12,8 +14,10 @@ patches (docs/architecture.md, section 3; docs/shards.md for the layout choices)
 ``ShardSet``, ``load_stats`` and ``stats_arrays`` read it back.
 
 ``DIR/manifest.json`` lists the shards of each split in order; a patch's global index in a
-split is its position in that concatenation. The reader below uses netCDF4 directly (not
-xarray): per-sample reads are on the hot path of training and xarray adds ~100 us each.
+split is its position in that concatenation. The reader below does not go through xarray:
+per-sample reads are on the hot path of training. An uncompressed shard is memory-mapped
+at the byte offset HDF5 reports for ``reflectance`` (h5py), so a patch costs one copy out
+of the page cache; a compressed one is read chunk by chunk through netCDF4.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import h5py
 import netCDF4
 import numpy as np
 import rasterio
@@ -42,13 +47,23 @@ MANIFEST_NAME = "manifest.json"
 STATS_NAME = "stats.json"
 REPORT_NAME = "extract-report.json"
 
-#: One HDF5 chunk per patch: random access to a patch decompresses one chunk only.
-#: Chosen by measurement (docs/shards.md, bench/shard_layout.py).
-REFLECTANCE_CHUNK: tuple[int, int, int, int] = (1, len(BAND_NAMES), PATCH_PX, PATCH_PX)
-#: zlib level; with the byte shuffle filter (docs/shards.md has the figures).
+#: ``--compression`` choices for ``reflectance``, chosen by measurement (docs/shards.md,
+#: bench/shard_layout.py): ``none`` is contiguous and uncompressed (fastest to write and
+#: to read, sequentially or at random); ``zlib`` is one chunk per patch (random access
+#: decompresses one chunk only), zlib level 1 after the byte shuffle.
+COMPRESSIONS: tuple[str, ...] = ("none", "zlib")
+DEFAULT_COMPRESSION = "none"
+#: The zlib layout: one HDF5 chunk per patch.
+ZLIB_CHUNK: tuple[int, int, int, int] = (1, len(BAND_NAMES), PATCH_PX, PATCH_PX)
+#: zlib level; levels 4 and 9 gain 3-4 % in size and write 1.3x-10x slower.
 ZLIB_LEVEL = 1
 #: Byte shuffle before zlib: uint16 high bytes compress far better when grouped.
 SHUFFLE = True
+#: num_classes -> (label variable of a shard, its class list in the manifest).
+LABEL_SETS: dict[int, tuple[str, str]] = {19: ("labels", "classes"),
+                                          43: ("labels43", "classes43")}
+#: On-disk dtype of ``reflectance`` (little-endian uint16, as the GeoTIFFs).
+REFLECTANCE_DTYPE = np.dtype("<u2")
 
 
 def shard_name(number: int) -> str:
@@ -56,14 +71,26 @@ def shard_name(number: int) -> str:
     return f"shard-{number:05d}.nc"
 
 
-def reflectance_encoding() -> dict[str, Any]:
-    """xarray/netCDF4 encoding of ``reflectance``: chunking, compression, no fill value.
+def reflectance_encoding(compression: str) -> dict[str, Any]:
+    """xarray/netCDF4 encoding of ``reflectance`` for a ``--compression`` choice.
 
     No ``_FillValue``: 0 and 65535 are valid raw values and netCDF4-python would otherwise
     mask 65535 on read.
     """
-    return {"zlib": True, "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE,
-            "chunksizes": REFLECTANCE_CHUNK, "_FillValue": None}
+    if compression == "none":
+        return {"contiguous": True, "_FillValue": None}
+    if compression == "zlib":
+        return {"zlib": True, "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE,
+                "chunksizes": ZLIB_CHUNK, "_FillValue": None}
+    raise ValueError(f"compression {compression!r}: expected one of {COMPRESSIONS}")
+
+
+def layout_record(compression: str) -> dict[str, Any]:
+    """How ``reflectance`` is stored, as the manifest records it."""
+    if compression == "none":
+        return {"compression": "none", "chunk": None}
+    return {"compression": "zlib", "chunk": list(ZLIB_CHUNK), "complevel": ZLIB_LEVEL,
+            "shuffle": SHUFFLE}
 
 
 def labels_encoding(n_patches: int, n_classes: int) -> dict[str, Any]:
@@ -83,7 +110,7 @@ class ShardInfo:
 
 
 def shard_dataset(ids: list[str], reflectance: np.ndarray, labels: np.ndarray,
-                  info: ShardInfo) -> xr.Dataset:
+                  info: ShardInfo, labels43: np.ndarray | None = None) -> xr.Dataset:
     """The shard as an xarray Dataset with CF-style attributes.
 
     Args:
@@ -91,6 +118,7 @@ def shard_dataset(ids: list[str], reflectance: np.ndarray, labels: np.ndarray,
         reflectance: uint16 (patch, 12, 120, 120), bands in BAND_NAMES order.
         labels: uint8 (patch, 19) multi-hot, original class order.
         info: where the shard belongs and how it was made.
+        labels43: uint8 (patch, 43) multi-hot over the original CORINE labels (v1 only).
     """
     classes = label_tables().classes19
     coords = {
@@ -117,6 +145,13 @@ def shard_dataset(ids: list[str], reflectance: np.ndarray, labels: np.ndarray,
             "flag_values": np.array([0, 1], dtype=np.uint8),
             "flag_meanings": "absent present"}),
     }
+    if labels43 is not None:
+        coords["class43"] = ("class43", np.array(label_tables().labels43, dtype=object),
+                             {"long_name": "BigEarthNet 43 CORINE level-3 labels (v1)"})
+        data_vars["labels43"] = (("patch", "class43"), labels43, {
+            "long_name": "multi-hot 43-class labels", "units": "1",
+            "flag_values": np.array([0, 1], dtype=np.uint8),
+            "flag_meanings": "absent present"})
     attrs = {
         "Conventions": "CF-1.10",
         "title": f"BigEarthNet Sentinel-2 patches, {info.split} split, shard {info.number}",
@@ -132,10 +167,12 @@ def shard_dataset(ids: list[str], reflectance: np.ndarray, labels: np.ndarray,
     return xr.Dataset(data_vars=data_vars, coords=coords, attrs=attrs)
 
 
-def write_shard(dataset: xr.Dataset, target: Path) -> dict[str, Any]:
+def write_shard(dataset: xr.Dataset, target: Path, compression: str) -> dict[str, Any]:
     """Write ``dataset`` to ``target`` via a temporary file; return its size and sha256."""
-    encoding = {"reflectance": reflectance_encoding(),
+    encoding = {"reflectance": reflectance_encoding(compression),
                 "labels": labels_encoding(dataset.sizes["patch"], dataset.sizes["class"])}
+    if "labels43" in dataset:
+        encoding["labels43"] = labels_encoding(dataset.sizes["patch"], dataset.sizes["class43"])
     with atomic_path(target) as tmp:
         dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
         digest = sha256_file(tmp)
@@ -189,22 +226,25 @@ class ShardSet:
     """Random access to the patches of one split, without loading whole shards.
 
     The labels and patch ids of every shard are read at construction (small); reflectance
-    is read one patch (one HDF5 chunk) at a time. File handles open lazily and are dropped
+    is read one patch at a time: from a memory map of the file for uncompressed shards,
+    one HDF5 chunk through netCDF4 for compressed ones. Handles open lazily and are dropped
     on pickling, so a ShardSet can be handed to DataLoader worker processes: each process
-    opens its own handles (HDF5 handles must not cross a fork).
+    opens its own (HDF5 handles must not cross a fork).
 
     Example:
         >>> ds = ShardSet("results/demo/shards", "train", bands=("B02", "B03", "B04"))
         >>> x, y = ds.read(0)   # uint16 (3, 120, 120), uint8 (19,)
     """
 
-    def __init__(self, root: str | Path, split: str, bands: Sequence[str] | None = None) -> None:
+    def __init__(self, root: str | Path, split: str, bands: Sequence[str] | None = None,
+                 num_classes: int = 19) -> None:
         """Index the shards of ``split`` listed in ``root/manifest.json``.
 
         Args:
             root: the extraction folder (holding manifest.json).
             split: ``train``, ``validation`` or ``test``.
             bands: a subset of band names, in the order wanted (default: all 12).
+            num_classes: 19 (``labels``) or 43 (``labels43``, v1 archives only).
         """
         self.root = Path(root)
         manifest = load_manifest(self.root)
@@ -212,14 +252,23 @@ class ShardSet:
             raise DataError(f"{self.root / MANIFEST_NAME}: no split {split!r} (has "
                             f"{sorted(manifest['splits'])}); check the index's split column")
         self.split = split
-        self.classes: tuple[str, ...] = tuple(manifest["classes"])
+        self._labels_var, classes_key = LABEL_SETS[num_classes]
+        if classes_key not in manifest:
+            raise DataError(f"{self.root / MANIFEST_NAME}: no {num_classes}-class labels (they "
+                            "come from v1 archives only: reBEN/v2 publishes the 19 classes "
+                            "alone); use num_classes: 19")
+        self.classes: tuple[str, ...] = tuple(manifest[classes_key])
         stored = tuple(manifest["bands"])
         self.bands: tuple[str, ...] = tuple(bands) if bands is not None else stored
         _check_bands(self.bands, self.root / MANIFEST_NAME)
         self._band_index = np.array([stored.index(b) for b in self.bands])
         self._all_bands = self.bands == stored
         self.paths = [self.root / s["path"] for s in manifest["splits"][split]["shards"]]
+        # Only the uncompressed layout is memory-mapped; HDF5 (through h5py) is asked for
+        # its offset only then, so a compressed shard is never opened by two HDF5 libraries.
+        self._mapped = manifest.get("layout", {}).get("compression") == "none"
         self.patch_ids, self.labels, self._starts = self._read_index()
+        self._arrays: dict[int, Any] = {}
         self._handles: dict[int, netCDF4.Dataset] = {}
         self._pid = os.getpid()
 
@@ -227,37 +276,56 @@ class ShardSet:
         """Number of patches in the split."""
         return len(self.patch_ids)
 
+    @property
+    def memory_mapped(self) -> bool:
+        """Whether reads come from memory maps (uncompressed shards), not from netCDF4."""
+        return self._mapped
+
     def read(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Patch ``i`` of the split: (uint16 (C, 120, 120) reflectance, uint8 (19,) labels)."""
+        patch = self.view(i)
+        return (np.array(patch) if self._all_bands else patch[self._band_index]), self.labels[i]
+
+    def view(self, i: int) -> np.ndarray:
+        """Patch ``i`` with ALL stored bands, uint16 (12, 120, 120), possibly a view of a
+        memory map: for readers that copy it anyway (see :meth:`select_bands`)."""
         if not 0 <= i < len(self):
             raise IndexError(f"patch {i} out of range for {len(self)} patches")
         shard = bisect.bisect_right(self._starts, i) - 1
-        var = self._handle(shard).variables["reflectance"]
-        patch = np.asarray(var[i - self._starts[shard]])
-        if not self._all_bands:
-            patch = patch[self._band_index]
-        return patch, self.labels[i]
+        return self._array(shard)[i - self._starts[shard]]
+
+    def select_bands(self, patch: np.ndarray) -> np.ndarray:
+        """The wanted bands of a patch from :meth:`view` (a view when all are wanted)."""
+        return patch if self._all_bands else patch[self._band_index]
 
     def close(self) -> None:
         """Close the open shard files (they reopen on the next read)."""
         for handle in self._handles.values():
             handle.close()
         self._handles.clear()
+        self._arrays.clear()
 
     def __getstate__(self) -> dict[str, Any]:
         """Pickle without file handles: each process opens its own."""
         state = self.__dict__.copy()
-        state["_handles"] = {}
+        state["_handles"], state["_arrays"] = {}, {}
         return state
 
-    def _handle(self, shard: int) -> netCDF4.Dataset:
+    def _array(self, shard: int) -> Any:
+        """``reflectance`` of a shard, indexable by patch: a memmap or a netCDF4 variable."""
         if self._pid != os.getpid():  # forked: inherited handles are not ours to use
-            self._handles, self._pid = {}, os.getpid()
+            self._handles, self._arrays, self._pid = {}, {}, os.getpid()
+        if shard in self._arrays:
+            return self._arrays[shard]
+        if self._mapped:
+            self._arrays[shard] = memory_map(self.paths[shard])
+            return self._arrays[shard]
         if shard not in self._handles:
             handle = netCDF4.Dataset(self.paths[shard], "r")
             handle.set_auto_mask(False)
             self._handles[shard] = handle
-        return self._handles[shard]
+        # Looked up per read, not kept: a netCDF4 Variable must not outlive its Dataset.
+        return self._handles[shard].variables["reflectance"]
 
     def _read_index(self) -> tuple[list[str], np.ndarray, list[int]]:
         ids: list[str] = []
@@ -269,13 +337,41 @@ class ShardSet:
                 with netCDF4.Dataset(path, "r") as nc:
                     nc.set_auto_mask(False)
                     ids.extend(str(p) for p in nc.variables["patch_id"][:])
-                    labels.append(np.asarray(nc.variables["labels"][:], dtype=np.uint8))
+                    labels.append(np.asarray(nc.variables[self._labels_var][:],
+                                             dtype=np.uint8))
             except OSError as exc:
                 raise DataError(f"{path}: cannot read shard ({exc}); re-run "
                                 "`benscale extract` to rewrite it") from exc
         n_classes = len(self.classes)
         stacked = np.concatenate(labels) if labels else np.zeros((0, n_classes), np.uint8)
         return ids, stacked, starts
+
+
+def memory_map(path: Path) -> np.ndarray:
+    """``reflectance`` of an uncompressed, contiguous shard as a memmap.
+
+    HDF5 stores such a dataset as one block of raw bytes at a fixed offset (h5py tells it),
+    so the file can be mapped like a NumPy array: no HDF5 call per patch.
+    """
+    try:
+        with h5py.File(path, "r") as h5:
+            var = h5["reflectance"]
+            offset = var.id.get_offset()
+            # Contiguous (unchunked) HDF5 data cannot carry filters: raw bytes.
+            plain = (var.chunks is None and offset is not None
+                     and var.dtype == REFLECTANCE_DTYPE)
+            shape = var.shape
+    except (OSError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read shard ({exc}); re-run `benscale extract` to "
+                        "rewrite it") from exc
+    if not plain:
+        raise DataError(f"{path}: reflectance is not stored uncompressed and contiguous, as "
+                        f"{path.parent.parent / MANIFEST_NAME} says; re-run `benscale "
+                        "extract` to rewrite the shards")
+    # Copy-on-write ("c"): pages are read-only shared with the page cache as with "r", but
+    # views are writable, so torch.from_numpy takes them without a warning; the file is
+    # never written.
+    return np.memmap(path, dtype=REFLECTANCE_DTYPE, mode="c", offset=offset, shape=shape)
 
 
 def _check_bands(bands: Sequence[str], source: Path) -> None:

@@ -52,9 +52,11 @@ rule extract:
         out=lambda wildcards, output: Path(output.manifest).parent,
         shard_size=config["data"]["extract"]["shard_size"],
         resampling=config["data"]["extract"]["resampling"],
+        compression=config["data"]["extract"]["compression"],
     threads: config["data"]["extract"]["workers"]
     conda:
         ENV
     shell:
         "benscale extract {input.index} --out {params.out} --shard-size {params.shard_size}"
-        " --workers {threads} --resampling {params.resampling} > {log} 2>&1"
+        " --workers {threads} --resampling {params.resampling}"
+        " --compression {params.compression} > {log} 2>&1"

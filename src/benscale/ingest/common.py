@@ -18,6 +18,9 @@ INDEX_SCHEMA = pa.schema([
     ("patch_id", pa.string()), ("split", pa.string()), ("labels", pa.list_(pa.string())),
     ("path", pa.string()), ("format", pa.string()), ("tile", pa.string()),
     ("acquisition_date", pa.timestamp("s", tz="UTC")), ("country", pa.string()),
+    # The original 43 CORINE labels in labels.json order: v1 only (reBEN's metadata has
+    # the 19 classes alone); null for v2. For `num_classes: 43` training.
+    ("labels43", pa.list_(pa.string())),
 ])
 
 #: The deterministic split used without official lists: the first 8 bytes of
@@ -55,6 +58,12 @@ def deterministic_split(patch_id: str) -> str:
     """The documented split of a patch without official lists (see DETERMINISTIC_SHARES)."""
     u = int.from_bytes(hashlib.sha256(patch_id.encode()).digest()[:8], "big") / 2.0 ** 64
     return next(name for name, upper in DETERMINISTIC_SHARES if u < upper)
+
+
+def order_labels43(names: list[str]) -> list[str]:
+    """43-class names in labels.json order, each once."""
+    rank = {name: i for i, name in enumerate(label_tables().labels43)}
+    return sorted(set(names), key=rank.__getitem__)
 
 
 def order_classes(names: set[str] | list[str]) -> list[str]:

@@ -33,7 +33,8 @@ from benscale.bigearthnet import (
     label_tables,
 )
 from benscale.errors import ArchiveError, ConfigError
-from benscale.ingest.common import NO_CLASS, NOT_IN_SPLIT, ScanResult, deterministic_split, order_classes
+from benscale.ingest.common import (NO_CLASS, NOT_IN_SPLIT, ScanResult, deterministic_split,
+                                    order_classes, order_labels43)
 
 _NAME = re.compile(V1_NAME_PATTERN)
 #: Patches per task of the thread pool (amortises the pool's per-task overhead).
@@ -161,6 +162,7 @@ def read_patch(folder: Path, name: str, check_files: bool = True) -> dict:
                        "43 BigEarthNet labels (labels.json)")
     return {"patch_id": name, "path": str(folder),
             "labels": order_classes({mapping[x] for x in labels if mapping[x]}),
+            "labels43": order_labels43(labels),
             "tile_source": _str_or_none(meta.get("tile_source")),
             "acquisition_date": _str_or_none(meta.get("acquisition_date"))}
 
@@ -226,4 +228,5 @@ def _columns(kept: list[dict]) -> dict[str, object]:
     return {"patch_id": [r["patch_id"] for r in kept], "split": [r["split"] for r in kept],
             "labels": [r["labels"] for r in kept], "path": [r["path"] for r in kept],
             "format": ["v1"] * len(kept), "tile": tile, "acquisition_date": when,
-            "country": pa.nulls(len(kept), pa.string())}
+            "country": pa.nulls(len(kept), pa.string()),
+            "labels43": [r["labels43"] for r in kept]}

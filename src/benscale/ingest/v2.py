@@ -245,4 +245,5 @@ def _columns(table: pa.Table, paths: pa.ChunkedArray) -> dict[str, object]:
                            [0])
     return {"patch_id": ids, "split": table["split"], "labels": _ordered_labels(table["labels"]),
             "path": paths, "format": pa.array(["v2"] * table.num_rows), "tile": tile,
-            "acquisition_date": when, "country": table["country"]}
+            "acquisition_date": when, "country": table["country"],
+            "labels43": pa.nulls(table.num_rows, pa.list_(pa.string()))}

@@ -15,16 +15,21 @@ an uninterrupted run would have seen, and DataLoader workers need no shared RNG 
 
 from __future__ import annotations
 
+import itertools
 import json
-from collections.abc import Sequence
+import math
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from benscale.bigearthnet import BAND_SETS
+from benscale.bigearthnet import BAND_SETS, PATCH_PX
 from benscale.errors import ConfigError, DataError
 from benscale.shards import (MANIFEST_NAME, STATS_NAME, ShardSet, load_manifest, load_stats,
                              stats_arrays)
@@ -45,10 +50,10 @@ def check_data(root: Path, bands: str, num_classes: int) -> None:
     if absent:
         raise DataError(f"{root / STATS_NAME}: statistics are for another band set (no "
                         f"{absent}); re-run `benscale extract` or choose a matching `bands`")
-    if len(manifest["classes"]) != num_classes:
-        raise ConfigError(f"num_classes={num_classes} but {root / MANIFEST_NAME} holds "
-                          f"{len(manifest['classes'])}-class labels; set num_classes: "
-                          f"{len(manifest['classes'])}")
+    if num_classes == 43 and "classes43" not in manifest:
+        raise ConfigError(f"num_classes=43 but {root / MANIFEST_NAME} holds 19-class labels "
+                          "only (43-class labels come from v1 archives; reBEN/v2 publishes "
+                          "the 19 classes alone); set num_classes: 19")
     for split in ("train", "validation", "test"):
         n = manifest["splits"].get(split, {}).get("n_patches", 0)
         if n == 0:
@@ -60,33 +65,63 @@ def check_data(root: Path, bands: str, num_classes: int) -> None:
                                 "missing; re-run `benscale extract`")
 
 
-def augment(x: np.ndarray, seed: int, epoch: int, index: int) -> np.ndarray:
-    """A random flip and 90-degree rotation of a (C, H, W) patch, fixed by (seed, epoch, index).
+#: The 8 orientations of a nadir image (land cover has no up or left): code ``c`` means a
+#: left-right flip if ``c >= 4``, then ``c % 4`` quarter turns from x towards y.
+ORIENTATIONS = 8
 
-    These are the symmetries of a nadir image: land cover has no up or left.
+
+def orientations(seed: int, epoch: int, n: int) -> np.ndarray:
+    """Orientation code of every patch of a split for ``epoch``: fixed by (seed, epoch).
+
+    One draw per epoch for the whole split, so a sample costs a table lookup, not a
+    generator (~12 us each); any process computes the same table.
     """
-    rng = np.random.default_rng((seed, epoch, index))
-    k, flip = int(rng.integers(4)), bool(rng.integers(2))
-    if flip:
-        x = x[:, :, ::-1]
-    return np.ascontiguousarray(np.rot90(x, k, axes=(1, 2)))
+    return np.random.default_rng((seed, epoch)).integers(ORIENTATIONS, size=n, dtype=np.int8)
+
+
+def orient_batch(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """``x`` (B, C, H, W) with sample ``b`` in orientation ``codes[b]``, on x's device.
+
+    Applied where the batch already is (the GPU on GPU nodes: free there) rather than in
+    the loader, where a rotated copy costs 3-4x a plain one (docs/benchmarks.md, "Loader").
+    """
+    codes = codes.cpu()
+    if not bool(codes.any()):
+        return x
+    out = torch.empty_like(x)
+    for code in codes.unique().tolist():
+        sel = (codes == code).nonzero().squeeze(1).to(x.device)
+        part = x[sel]
+        if code >= 4:
+            part = part.flip(-1)
+        out[sel] = part.rot90(code % 4, dims=(-2, -1))
+    return out
 
 
 class PatchDataset(Dataset):
-    """Normalised patches of one split: ``(float32 (C,120,120), float32 (classes,), index)``.
+    """Normalised patches of one split, batch by batch, with their augmentation draw.
 
-    Reads one patch per item through :class:`benscale.shards.ShardSet` (one HDF5 chunk),
-    never a whole shard. ``set_epoch`` changes the augmentation draw.
+    An item is ``(float32 (C,120,120), float32 (classes,), index, orientation code)``.
+    Built for throughput (docs/benchmarks.md, "Loader"): the DataLoader asks for a whole
+    batch at once (``__getitems__``); each patch is converted and normalised straight from
+    its shard (a memory map for uncompressed shards) into the batch tensor, which a worker
+    process allocates in shared memory. Flips and rotations are drawn here (fixed by seed,
+    epoch and index; ``set_epoch`` changes the draw) but applied to the batch on the
+    training device (:func:`orient_batch`). A negative index ``-1 - i`` means patch ``i``
+    used as padding (evaluation): the item is patch ``i`` but keeps its negative index.
     """
 
     def __init__(self, root: Path, split: str, bands: Sequence[str], train: bool,
-                 seed: int, augment: bool) -> None:
+                 seed: int, augment: bool, num_classes: int = 19) -> None:
         """Open the split's shards and read the train-split band statistics."""
-        self.shards = ShardSet(root, split, bands=bands)
+        self.shards = ShardSet(root, split, bands=bands, num_classes=num_classes)
         mean, std = stats_arrays(load_stats(root, bands))
-        self.mean, self.inv_std = mean, (1.0 / std).astype(np.float32)
+        # (x - mean) / std as an in-place multiply and add, in float32.
+        self.scale = (1.0 / std).astype(np.float32)
+        self.shift = (-mean / std).astype(np.float32)
         self.augment = augment and train
         self.seed, self.epoch = seed, 0
+        self._codes: np.ndarray | None = None
 
     def __len__(self) -> int:
         """Patches in the split."""
@@ -94,15 +129,48 @@ class PatchDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Use the augmentation draw of ``epoch`` (workers are re-created each epoch)."""
-        self.epoch = epoch
+        self.epoch, self._codes = epoch, None
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Patch ``i``: normalised reflectance, multi-hot target, and its index."""
-        raw, labels = self.shards.read(i)
-        x = (raw.astype(np.float32) - self.mean) * self.inv_std
-        if self.augment:
-            x = augment(x, self.seed, self.epoch, i)
-        return torch.from_numpy(x), torch.from_numpy(labels.astype(np.float32)), i
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """Patch ``i``: normalised reflectance, multi-hot target, index, orientation code."""
+        x, y, _, codes = self.__getitems__([i])
+        return x[0], y[0], i, int(codes[0])
+
+    def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
+        """A batch: float32 (B, C, 120, 120), float32 (B, classes), int64 (B,) indices,
+        int8 (B,) orientation codes (all 0 without augmentation)."""
+        real = [i if i >= 0 else -1 - i for i in indices]
+        x = _batch_tensor((len(real), len(self.shards.bands), PATCH_PX, PATCH_PX))
+        out = x.numpy()
+        for j, i in enumerate(real):
+            # NumPy, not torch: single-threaded and GIL-free in loader threads (a torch op
+            # there would start an OpenMP team per thread); ~2x a plain copy per sample.
+            sample = out[j]
+            np.copyto(sample, self.shards.select_bands(self.shards.view(i)), casting="unsafe")
+            sample *= self.scale
+            sample += self.shift
+        y = torch.from_numpy(self.shards.labels[real].astype(np.float32))
+        codes = (torch.from_numpy(self._orientation_codes()[real]) if self.augment
+                 else torch.zeros(len(real), dtype=torch.int8))
+        return x, y, torch.as_tensor(indices, dtype=torch.int64), codes
+
+    def _orientation_codes(self) -> np.ndarray:
+        if self._codes is None:
+            self._codes = orientations(self.seed, self.epoch, len(self))
+        return self._codes
+
+
+def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An empty float32 tensor; in a DataLoader worker, in shared memory.
+
+    A worker's batch travels to the trainer through shared memory; allocating it there
+    directly (as torch's default_collate does) saves one copy of every batch.
+    """
+    if get_worker_info() is None:
+        return torch.empty(shape, dtype=torch.float32)
+    storage = torch.empty(0, dtype=torch.float32)._typed_storage()._new_shared(
+        math.prod(shape))
+    return torch.empty(0, dtype=torch.float32).new(storage).view(shape)
 
 
 @dataclass(frozen=True)
@@ -154,23 +222,63 @@ def eval_batches(n: int, rank: int, world_size: int, batch: int,
     return batches[:limit] if limit else batches
 
 
-class _Padded(Dataset):
-    """Maps negative (padding) indices to a real patch but keeps the negative index."""
+def _as_batch(batch: Any) -> Any:
+    """collate_fn for datasets whose ``__getitems__`` already returns whole batches."""
+    return batch
 
-    def __init__(self, inner: PatchDataset) -> None:
-        self.inner = inner
+
+class ThreadedBatches:
+    """The batches of ``dataset`` for ``batches``, in order, made by ``workers`` threads.
+
+    For memory-mapped shards: a batch is memory copies and NumPy arithmetic, which release
+    the GIL, so threads overlap with training without the cost of worker processes, whose
+    batches travel through freshly allocated shared memory (~0.4 ms per sample in page
+    faults here; docs/benchmarks.md, "Loader"). Each batch is a new tensor, so a consumer
+    may keep batches as long as it likes. At most ``2 * workers`` batches are in flight.
+    """
+
+    def __init__(self, dataset: PatchDataset, batches: list[list[int]], workers: int,
+                 pin_memory: bool) -> None:
+        """See :func:`loader`."""
+        self.dataset, self.batches = dataset, batches
+        self.workers, self.pin_memory = workers, pin_memory
 
     def __len__(self) -> int:
-        return len(self.inner)
+        """Number of batches."""
+        return len(self.batches)
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int]:
-        x, y, _ = self.inner[i if i >= 0 else -1 - i]
-        return x, y, i
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, ...]]:
+        """Yield the batches in order, ``2 * workers`` of them prepared ahead."""
+        pending: deque[Future[tuple[torch.Tensor, ...]]] = deque()
+        todo = iter(self.batches)
+        with ThreadPoolExecutor(self.workers, thread_name_prefix="benscale-loader") as pool:
+            try:
+                for batch in itertools.islice(todo, 2 * self.workers):
+                    pending.append(pool.submit(self._make, batch))
+                while pending:
+                    ready = pending.popleft().result()
+                    for batch in itertools.islice(todo, 1):
+                        pending.append(pool.submit(self._make, batch))
+                    yield ready
+            finally:
+                for future in pending:
+                    future.cancel()
+
+    def _make(self, batch: list[int]) -> tuple[torch.Tensor, ...]:
+        x, *rest = self.dataset.__getitems__(batch)
+        return (x.pin_memory() if self.pin_memory else x, *rest)
 
 
-def loader(dataset: Dataset, batches: list[list[int]], workers: int,
-           pin_memory: bool) -> DataLoader:
-    """A DataLoader over precomputed index batches (the sampler logic lives above)."""
-    return DataLoader(_Padded(dataset) if isinstance(dataset, PatchDataset) else dataset,
-                      batch_sampler=batches, num_workers=workers, pin_memory=pin_memory,
-                      persistent_workers=False)
+def loader(dataset: PatchDataset, batches: list[list[int]], workers: int,
+           pin_memory: bool) -> Iterable[tuple[torch.Tensor, ...]]:
+    """The batches of one epoch or evaluation pass (index lists precomputed above).
+
+    ``workers`` 0: made in the training loop itself. Otherwise ``workers`` loader threads
+    for memory-mapped (uncompressed) shards, or DataLoader worker processes for compressed
+    ones (netCDF4/HDF5 must not be called from several threads, and decompression is the
+    work worth spreading over processes).
+    """
+    if workers > 0 and dataset.shards.memory_mapped:
+        return ThreadedBatches(dataset, batches, workers, pin_memory)
+    return DataLoader(dataset, batch_sampler=batches, collate_fn=_as_batch,
+                      num_workers=workers, pin_memory=pin_memory, persistent_workers=False)

@@ -128,9 +128,9 @@ class Trainer:
         bands = BAND_SETS[cfg["bands"]]
         seed_everything(cfg["seed"])
         self.train_set = data.PatchDataset(run.data_dir, "train", bands, True, cfg["seed"],
-                                           cfg["augment"])
+                                           cfg["augment"], cfg["num_classes"])
         self.val_set = data.PatchDataset(run.data_dir, "validation", bands, False, cfg["seed"],
-                                         False)
+                                         False, cfg["num_classes"])
         b = run.batches
         self.layout = data.Layout(run.world.rank, run.world.world_size, b.per_rank,
                                   b.grad_accumulation)
@@ -292,7 +292,8 @@ class Trainer:
                 checkpoint.load(self.ctx.engine, self.run.ckpt_dir, self.run.world.rank, wanted)
                 name = wanted
         bands = BAND_SETS[cfg["bands"]]
-        test_set = data.PatchDataset(self.run.data_dir, "test", bands, False, cfg["seed"], False)
+        test_set = data.PatchDataset(self.run.data_dir, "test", bands, False, cfg["seed"], False,
+                                     cfg["num_classes"])
         scores, _ = self.evaluate(test_set)
         scores |= {"checkpoint": name or "final weights (checkpoints disabled)",
                    "test_on": cfg["test_on"]}

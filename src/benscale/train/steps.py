@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from benscale.train.data import orient_batch
 from benscale.train.model import batchnorm_buffers
 from benscale.train.timing import CommTimer, PhaseTimes, synchronize
 
@@ -31,9 +32,13 @@ class StepContext:
     comm: CommTimer
     loss_fn: nn.Module
 
-    def inputs(self, x: torch.Tensor) -> torch.Tensor:
-        """Move a batch to the device in the training dtype and memory format."""
-        x = x.to(self.device, dtype=self.dtype, non_blocking=True)
+    def inputs(self, x: torch.Tensor, orientations: torch.Tensor | None = None) -> torch.Tensor:
+        """Move a batch to the device, apply its flips/rotations there (data.orient_batch),
+        and give it the training dtype and memory format."""
+        x = x.to(self.device, non_blocking=True)
+        if orientations is not None:
+            x = orient_batch(x, orientations)
+        x = x.to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
 
@@ -57,10 +62,10 @@ def train_micro_batches(ctx: StepContext, batches: Iterable[Any], times: PhaseTi
     while True:
         t0 = time.perf_counter()
         try:
-            x, y, *_ = next(iterator)
+            x, y, _index, orientations = next(iterator)
         except StopIteration:
             break
-        x, y = ctx.inputs(x), y.to(ctx.device, non_blocking=True)
+        x, y = ctx.inputs(x, orientations), y.to(ctx.device, non_blocking=True)
         synchronize(ctx.device)
         t1 = time.perf_counter()
         comm0 = ctx.comm.total_s
@@ -93,7 +98,7 @@ def predict(ctx: StepContext, batches: Iterable[Any]) -> tuple[np.ndarray, np.nd
     """
     ctx.engine.eval()
     logits, targets, indices = [], [], []
-    for x, y, idx in batches:
+    for x, y, idx, _orientations in batches:  # no augmentation at evaluation
         logits.append(ctx.engine(ctx.inputs(x)).float().cpu())
         targets.append(y.float())
         indices.append(torch.as_tensor(idx, dtype=torch.int64))
@@ -159,5 +164,5 @@ def synthetic_steps(ctx: StepContext, batch: int, channels: int, classes: int, s
     x = torch.randn(batch, channels, 120, 120, generator=gen)
     y = (torch.rand(batch, classes, generator=gen) < 0.3).float()
     times = PhaseTimes()
-    train_micro_batches(ctx, ((x, y) for _ in range(steps)), times)
+    train_micro_batches(ctx, ((x, y, None, None) for _ in range(steps)), times)
     return times

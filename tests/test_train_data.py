@@ -1,0 +1,102 @@
+"""The training input pipeline (benscale.train.data) on real extracted shards."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import xarray as xr
+
+from benscale.bigearthnet import BAND_NAMES, BAND_SETS
+from benscale.shards import load_stats
+from benscale.train.data import (
+    ORIENTATIONS, Layout, PatchDataset, eval_batches, loader, orient_batch, orientations,
+    train_batches,
+)
+
+
+def _split_arrays(shards: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """Reflectance and labels of a split, read with xarray (independent of the reader)."""
+    refl, labels = [], []
+    for path in sorted((shards / split).glob("shard-*.nc")):
+        with xr.open_dataset(path) as ds:
+            refl.append(ds["reflectance"].values)
+            labels.append(ds["labels"].values)
+    return np.concatenate(refl), np.concatenate(labels)
+
+
+def _normalised(raw: np.ndarray, shards: Path, bands: tuple[str, ...]) -> np.ndarray:
+    stats = load_stats(shards, bands)
+    mean = np.array([m for m, _ in stats.values()])[:, None, None]
+    std = np.array([s for _, s in stats.values()])[:, None, None]
+    return (raw.astype(np.float64) - mean) / std
+
+
+@pytest.mark.parametrize("bands", ["s2-12", "s2-10"])
+def test_items_are_normalised_patches_and_labels(tiny_shards: Path, bands: str) -> None:
+    names = BAND_SETS[bands]
+    refl, labels = _split_arrays(tiny_shards, "train")
+    wanted = refl[:, [BAND_NAMES.index(b) for b in names]]
+    data = PatchDataset(tiny_shards, "train", names, train=True, seed=3, augment=True)
+    x, y, index, codes = data.__getitems__([5, 0, 17])
+    assert x.dtype == torch.float32 and x.shape == (3, len(names), 120, 120)
+    np.testing.assert_allclose(x.numpy(), _normalised(wanted[[5, 0, 17]], tiny_shards, names),
+                               rtol=0, atol=2e-5)
+    np.testing.assert_array_equal(y.numpy(), labels[[5, 0, 17]].astype(np.float32))
+    assert index.tolist() == [5, 0, 17]
+    np.testing.assert_array_equal(codes.numpy(), orientations(3, 0, len(data))[[5, 0, 17]])
+
+
+def test_worker_batches_equal_in_process_batches(tiny_shards: Path) -> None:
+    """Through a worker process (shared-memory batches) nothing changes but the route."""
+    data = PatchDataset(tiny_shards, "train", BAND_NAMES, train=True, seed=0, augment=True)
+    data.set_epoch(2)
+    batches = train_batches(len(data), Layout(0, 1, 8, 1), seed=0, epoch=2, limit=3)
+    direct = [data.__getitems__(b) for b in batches]
+    via_worker = list(loader(data, batches, workers=1, pin_memory=False))
+    assert len(via_worker) == 3
+    for got, want in zip(via_worker, direct, strict=True):
+        for g, w in zip(got, want, strict=True):
+            assert torch.equal(g, w)
+
+
+def test_orientations_fixed_by_seed_and_epoch(tiny_shards: Path) -> None:
+    a = orientations(0, 1, 1000)
+    assert np.array_equal(a, orientations(0, 1, 1000))
+    assert not np.array_equal(a, orientations(0, 2, 1000))
+    assert not np.array_equal(a, orientations(1, 1, 1000))
+    assert set(a.tolist()) == set(range(ORIENTATIONS))
+    val = PatchDataset(tiny_shards, "validation", BAND_NAMES, train=False, seed=0, augment=True)
+    assert not val.__getitems__([0, 1, 2])[3].any()  # evaluation: never augmented
+
+
+def test_orient_batch_is_flip_then_quarter_turns() -> None:
+    x = torch.arange(2 * 3 * 4 * 4, dtype=torch.float32).reshape(2, 3, 4, 4)
+    for code in range(ORIENTATIONS):
+        codes = torch.tensor([code, 0], dtype=torch.int8)
+        got = orient_batch(x, codes)
+        ref = x[0].numpy()
+        if code >= 4:
+            ref = ref[:, :, ::-1]
+        ref = np.rot90(ref, code % 4, axes=(1, 2))
+        np.testing.assert_array_equal(got[0].numpy(), ref)
+        assert torch.equal(got[1], x[1])
+    assert len({orient_batch(x, torch.tensor([c, 0], dtype=torch.int8))[0].numpy().tobytes()
+                for c in range(ORIENTATIONS)}) == ORIENTATIONS  # 8 distinct images
+
+
+def test_evaluation_padding_keeps_every_patch_once(tiny_shards: Path) -> None:
+    data = PatchDataset(tiny_shards, "test", BAND_NAMES, train=False, seed=0, augment=False)
+    n, world = len(data), 3
+    seen: list[int] = []
+    for rank in range(world):
+        for batch in eval_batches(n, rank, world, batch=4):
+            x, _, index, _ = data.__getitems__(batch)
+            for row, i in zip(x, index.tolist(), strict=True):
+                if i < 0:  # padding: a real patch's values under a negative index
+                    assert torch.equal(row, data[-1 - i][0])
+                else:
+                    seen.append(i)
+    assert sorted(seen) == list(range(n))
