@@ -105,3 +105,24 @@ def test_nvidia_dgx_a100_comm_alone_is_not_the_gap() -> None:
     eight = perfmodel.predict(sys_, work, 1, 256, 100)
     eff = eight.samples_per_s / (8 * one.samples_per_s)
     assert 0.99 < eff < 1.0
+
+
+@pytest.mark.parametrize(("system", "x1", "x8", "batch", "allreduce_ms", "model_eff"), [
+    ("dgx-a100", 938, 7248, 256, 0.89, 0.997),    # TF32
+    ("dgx-a100", 2470, 16621, 256, 0.89, 0.991),  # AMP
+    ("dgx1-v100", 367, 2855, 112, 1.60, 0.995),   # FP32
+    ("dgx1-v100", 1200, 8322, 256, 1.60, 0.993),  # AMP
+])
+def test_nvidia_table_in_the_docs(system: str, x1: int, x8: int, batch: int,
+                                  allreduce_ms: float, model_eff: float) -> None:
+    """Every row of docs/perfmodel.md's NVIDIA table, recomputed: the model's all-reduce
+    time and 8-GPU efficiency, and that it over-predicts the published efficiency."""
+    work = Workload(compute_s_per_sample=1 / x1, grad_bytes=25_557_032 * 4)
+    sys_ = perfmodel.get_system(system)
+    assert perfmodel.allreduce_time(work.grad_bytes, 1, 8, sys_) * 1e3 == \
+        pytest.approx(allreduce_ms, abs=0.005)
+    one = perfmodel.predict(sys_, work, 1, batch, 100, gpus_per_node=1)
+    eight = perfmodel.predict(sys_, work, 1, batch, 100)
+    eff = eight.samples_per_s / (8 * one.samples_per_s)
+    assert eff == pytest.approx(model_eff, abs=0.0005)
+    assert eff > x8 / (8 * x1)  # communication alone does not explain NVIDIA's losses

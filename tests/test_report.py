@@ -13,6 +13,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import skip_unless_ci
 from PIL import Image
 
 from benscale.cli import main
@@ -38,6 +39,7 @@ RUNS: dict[tuple[str, int, int], tuple[list[float], list[float], float]] = {
     ("weak", 2, 0): ([8.0, 5.5, 5.5], [90.0, 180.0, 180.0], 0.41),
 }
 VAL_MAP = [0.2, 0.5, 0.6]
+VAL_F1_MACRO = [0.2, 0.4, 0.3]  # best at epoch 2, unlike the mAP
 GPN = 2
 
 
@@ -64,7 +66,8 @@ def _write_run(study_dir: Path, point: dict[str, Any], times: list[float],
                      "epoch_time_s_mean": t, **{f"{k}_mean": v for k, v in parts.items()},
                      "samples_per_s": x, "train_loss": 0.7 - 0.1 * i, "val_loss": 0.6,
                      "val_map_micro": VAL_MAP[i], "val_map_macro": VAL_MAP[i],
-                     "val_f1_micro": 0.3, "val_f1_macro": 0.2, "val_precision_micro": 0.3,
+                     "val_f1_micro": 0.3, "val_f1_macro": VAL_F1_MACRO[i],
+                     "val_precision_micro": 0.3,
                      "val_recall_micro": 0.3, "lr": 0.1, "steps": 4,
                      "samples": 4 * point["global_batch"]})
     pd.DataFrame(rows, columns=COLUMNS).to_csv(run / "epochs.csv", index=False)
@@ -82,7 +85,8 @@ def _write_run(study_dir: Path, point: dict[str, Any], times: list[float],
                                    "cpu_count": 2, "gpus": []},
                        "slurm": {"SLURM_JOB_ID": "4242"}},
         "status": status, "test": {"map_macro": test_map, "map_micro": test_map,
-                                   "f1_macro": 0.1, "f1_micro": 0.2},
+                                   "f1_macro": 0.1, "f1_micro": 0.2,
+                                   "checkpoint": "epoch-0003"},
     }
     (run / "run.json").write_text(json.dumps(run_json))
 
@@ -168,6 +172,8 @@ def test_runs_table(report: Path) -> None:
     assert r["epoch_time_s_median"] == 5.0 and r["epoch_time_s_mean"] == 5.0
     assert r["samples_per_s"] == 56.0
     assert r["best_val_map_macro"] == 0.6 and r["best_epoch"] == 3
+    assert r["best_val_f1_macro"] == 0.4 and r["final_val_f1_macro"] == 0.3
+    assert r["final_val_map_macro"] == 0.6 and r["test_checkpoint"] == "epoch-0003"
     assert r["time_to_target_s"] == 14.0                  # epochs 1 + 2 reach 0.5
     assert r["test_map_macro"] == 0.52
     assert r["compute_time_s"] == pytest.approx(0.6 * 5.0)
@@ -197,6 +203,11 @@ def test_epochs_tidy(report: Path) -> None:
     assert len(ep) == len(pq) == 6 * 3 + 1                # the failed run's epoch is kept
     assert {"point", "mode", "repeat", "config_hash", "git_commit", "warmup"} <= set(ep)
     assert ep.groupby("point")["epoch"].count().loc["strong-n2-r1"] == 3
+    # the page carries the same table: every epoch row of every run, in its mode's section
+    tables = (report / "index.html").read_text().split("<table")[1:]
+    per_epoch = [t for t in tables if "<th>epoch</th>" in t and "<th>compute_time_s</th>" in t]
+    assert len(per_epoch) == 2  # strong and weak
+    assert sum(t.count("<tr>") for t in per_epoch) == len(ep)  # body rows (header: <tr style)
 
 
 def test_figures_are_images(report: Path) -> None:
@@ -291,10 +302,11 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 @pytest.mark.browser
-@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (tools/install-system-deps.sh "
-                    "installs it); the HTML report cannot be opened in a real browser")
 def test_html_opens_in_headless_chromium(report: Path, tmp_path: Path) -> None:
     """The page loads in a real browser, without JS errors, and every figure decodes."""
+    if CHROMIUM is None:
+        skip_unless_ci("chromium not installed (tools/install-system-deps.sh installs it); "
+                       "the HTML report cannot be opened in a real browser")
     flags = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
              "--disable-background-networking", "--disable-component-update", "--no-first-run",
              f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr", "--v=0",

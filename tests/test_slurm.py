@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+from conftest import skip_unless_ci
 from snakemake_runner import REPO, TINY, output_of, snakemake, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
@@ -45,12 +46,12 @@ def _missing_slurm() -> list[str]:
 def slurm_cluster() -> Any:
     """Start the project's local Slurm cluster; stop it afterwards."""
     if os.geteuid() != 0:
-        pytest.skip("the local Slurm cluster (tools/local-slurm/start.sh) must be started as "
-                    "root; run the tests as root (CI does)")
+        skip_unless_ci("the local Slurm cluster (tools/local-slurm/start.sh) must be started "
+                       "as root; run the tests as root (CI does)")
     missing = _missing_slurm()
     if missing:
-        pytest.skip(f"Slurm packages missing ({', '.join(missing)}): run "
-                    "tools/install-system-deps.sh as root (make test does)")
+        skip_unless_ci(f"Slurm packages missing ({', '.join(missing)}): run "
+                       "tools/install-system-deps.sh as root (make test does)")
     env = {**os.environ, **HARNESS_ENV}
     start = subprocess.run(["bash", str(HARNESS / "start.sh")], env=env, capture_output=True,
                            text=True, timeout=300, check=False)

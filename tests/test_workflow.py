@@ -117,23 +117,29 @@ def test_dry_run_of_64_node_study_on_slurm_profile(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_local_profile_runs_the_whole_dag(tmp_path: Path) -> None:
-    """synth -> ingest -> extract -> train (2 emulated nodes x 1 process) -> report."""
-    config = write_config(tmp_path / "local.yaml", {
-        "study": {"name": "local", "nodes": [2], "gpus_per_node": 1, "global_batch": 8}})
+    """synth -> ingest -> extract -> train (the demo's geometry: 1 and 2 emulated nodes x 2
+    processes) -> report, through profiles/local."""
+    config = write_config(tmp_path / "local.yaml", {"study": {"name": "local"}})
     proc = snakemake(tmp_path, "--profile", LOCAL_PROFILE, "--cores", "2",
                      configfiles=(TINY, config))
     assert proc.returncode == 0, output_of(proc)[-6000:]
     study_dir = tmp_path / "results" / "local"
     study = json.loads((study_dir / "study.json").read_text())
-    assert [p["name"] for p in study["points"]] == ["strong-n2-r0"]
-    run = json.loads((study_dir / "runs" / "strong-n2-r0" / "run.json").read_text())
-    world = run["world"]
-    assert (world["world_size"], world["nodes"], world["emulated_nodes"]) == (2, 2, True)
-    assert run["status"] == "ok" and run["config"]["tags"]["point"] == "strong-n2-r0"
-    epochs = pd.read_csv(study_dir / "runs" / "strong-n2-r0" / "epochs.csv")
-    assert epochs["epoch"].tolist() == [1]
-    assert (epochs["world_size"].tolist(), epochs["nodes"].tolist()) == ([2], [2])
-    assert (study_dir / "report" / "index.html").stat().st_size > 0
+    assert [p["name"] for p in study["points"]] == ["strong-n1-r0", "strong-n2-r0"]
+    for point, nodes in (("strong-n1-r0", 1), ("strong-n2-r0", 2)):
+        run = json.loads((study_dir / "runs" / point / "run.json").read_text())
+        world = run["world"]
+        assert (world["world_size"], world["nodes"], world["gpus_per_node"]) == \
+            (2 * nodes, nodes, 2)
+        assert run["status"] == "ok" and run["config"]["tags"]["point"] == point
+        epochs = pd.read_csv(study_dir / "runs" / point / "epochs.csv")
+        assert epochs["epoch"].tolist() == [1]
+        assert (epochs["world_size"].tolist(), epochs["nodes"].tolist()) == \
+            ([2 * nodes], [nodes])
+    runs = pd.read_csv(study_dir / "report" / "runs.csv")
+    assert list(runs["status"]) == ["ok", "ok"] and sorted(runs["world_size"]) == [2, 4]
+    html = (study_dir / "report" / "index.html").read_text()
+    assert "strong-n1-r0" in html and "strong-n2-r0" in html and "data:image/png" in html
     # nothing left to do; and Snakemake's own report bundles the outputs
     again = snakemake(tmp_path, "-n", "--profile", LOCAL_PROFILE, configfiles=(TINY, config))
     assert "Nothing to be done" in output_of(again), output_of(again)
@@ -141,5 +147,9 @@ def test_local_profile_runs_the_whole_dag(tmp_path: Path) -> None:
     rep = snakemake(tmp_path, "--report", bundle, configfiles=(TINY, config))
     assert rep.returncode == 0, output_of(rep)[-3000:]
     names = zipfile.ZipFile(bundle).namelist()
-    assert any(n.endswith("epochs.csv") for n in names)
-    assert any(n.endswith("study.json") for n in names)
+    assert sum(n.endswith("epochs.csv") for n in names) >= 2  # one per point (3. Training)
+    assert any(n.endswith("study.json") for n in names)       # 2. Study
+    assert any(n.endswith("stats.json") for n in names)       # 1. Data
+    # 4. Report: benscale's report folder, its page and figures
+    assert any(n.endswith("/index.html") and "/data/raw/" in n for n in names)
+    assert any(n.endswith("/figures/epoch_time.png") for n in names)

@@ -146,8 +146,10 @@ def run_point(doc: dict[str, Any], point: dict[str, Any], data: Path, out: Path,
         return subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, check=False).returncode
 
 
-def run_snakemake(doc: dict[str, Any], profile: str, out: Path, snakefile: Path) -> int:
-    """Re-run the whole study with Snakemake (a subprocess) into ``out/work``."""
+def run_snakemake(doc: dict[str, Any], profile: str, out: Path, snakefile: Path,
+                  points: list[dict[str, Any]] | None = None) -> int:
+    """Re-run the study with Snakemake (a subprocess) into ``out/work``: everything, or
+    with ``points`` only their training jobs (and the data stages they need)."""
     work = out / "work"
     config = dict(doc["config"])
     config["debug"] = {**(config.get("debug") or {}), "kill_points": []}
@@ -155,6 +157,8 @@ def run_snakemake(doc: dict[str, Any], profile: str, out: Path, snakefile: Path)
     write_text(cfg_file, yaml.safe_dump(config, sort_keys=False))
     argv = ["snakemake", "-s", str(snakefile), "--directory", str(work), "--profile", profile,
             "--configfile", str(cfg_file)]
+    if points is not None:  # targets: the points' run.json, as the workflow names them
+        argv += [f"results/{doc['study']}/{p['run_dir']}/run.json" for p in points]
     print(f"benscale reproduce: {' '.join(argv)}", file=sys.stderr)
     return subprocess.run(argv, check=False).returncode
 
@@ -247,8 +251,8 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
                                                             *scaling.CLUSTER_LAUNCHERS],
                         help="override the study's launcher (e.g. mpiexec off a cluster)")
     parser.add_argument("--profile", default=None,
-                        help="re-run the whole study with `snakemake --profile PROFILE` "
-                             "instead of running the points directly")
+                        help="re-run the study with `snakemake --profile PROFILE` (only "
+                             "--points, if given) instead of running the points directly")
     parser.add_argument("--snakefile", type=Path, default=None,
                         help="with --profile: the Snakefile (default: the checkout's)")
     parser.add_argument("--metric-atol", type=float, default=0.0,
@@ -279,7 +283,8 @@ def run(args: argparse.Namespace) -> int:
     tol = Tolerances(args.metric_atol, args.time_factor)
     if args.profile:
         snakefile = args.snakefile or Path(__file__).resolve().parents[2] / "Snakefile"
-        run_snakemake(doc, args.profile, out, snakefile)
+        run_snakemake(doc, args.profile, out, snakefile,
+                      points if args.points is not None else None)
         new_base = out / "work" / "results" / doc["study"]
     else:
         data = _data_dir(doc, args.data)

@@ -90,8 +90,8 @@ def build_report(args: argparse.Namespace) -> dict:
         write_text(out / "perfmodel_assumptions.txt",
                    "\n".join(section.assumptions + section.notes) + "\n")
     manifest = bundle.write_bundle(study, out / "bundle")
-    write_text(out / "index.html", html.render(study, out, runs, scaling, figs, checks,
-                                               section, target))
+    write_text(out / "index.html", html.render(study, out, epochs, runs, scaling, figs,
+                                               checks, section, target))
     summary = {
         "study": study.name, "machine": study.machine_name, "target_map_macro": target,
         "points": len(study.runs), "failed": [r.name for r in study.runs if not r.ok],

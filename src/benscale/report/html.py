@@ -32,6 +32,13 @@ RUN_COLUMNS = ["point", "status", "nodes", "world_size", "global_batch", "batch_
                "final_val_map_macro", "test_map_macro", "test_f1_macro", "time_to_target_s"]
 
 
+#: The columns of the per-epoch table in the page (epochs.csv has them all).
+EPOCH_COLUMNS = ["point", "epoch", "world_size", "epoch_time_s", "data_time_s",
+                 "compute_time_s", "comm_time_s", "optimizer_time_s", "samples_per_s",
+                 "train_loss", "val_loss", "val_map_macro", "val_map_micro", "val_f1_macro",
+                 "val_f1_micro"]
+
+
 def fmt(value: Any) -> str:
     """A number for a table cell: 4 significant digits, '' for missing."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -78,9 +85,9 @@ def _packages(study: Study) -> dict[str, Any]:
     return study.machine.get("packages") or {}
 
 
-def render(study: Study, out: Path, runs: pd.DataFrame, scaling: pd.DataFrame,
-           figures: list[Figure], references: list[CheckResult], model: ModelSection | None,
-           target: float | None) -> str:
+def render(study: Study, out: Path, epochs: pd.DataFrame, runs: pd.DataFrame,
+           scaling: pd.DataFrame, figures: list[Figure], references: list[CheckResult],
+           model: ModelSection | None, target: float | None) -> str:
     """The HTML text of the report (figures read from ``out``)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html"]))
@@ -92,7 +99,10 @@ def render(study: Study, out: Path, runs: pd.DataFrame, scaling: pd.DataFrame,
         sc = scaling[scaling["mode"] == mode] if not scaling.empty else scaling
         modes.append({"mode": mode, "definition": DEFINITIONS.get(mode, ""),
                       "scaling_html": table_html(sc),
-                      "runs_html": table_html(runs[runs["mode"] == mode], RUN_COLUMNS)})
+                      "runs_html": table_html(runs[runs["mode"] == mode], RUN_COLUMNS),
+                      "epochs_html": table_html(
+                          epochs[epochs["mode"] == mode] if "mode" in epochs else epochs,
+                          EPOCH_COLUMNS)})
     failed = [{"name": r.name, "reason": r.reason, "log": str(r.log_path),
                "log_tail": r.log_tail} for r in study.runs if not r.ok]
     return env.get_template("report.html").render(

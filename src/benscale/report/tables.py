@@ -29,6 +29,9 @@ TEST_METRICS: tuple[str, ...] = ("map_macro", "map_micro", "f1_macro", "f1_micro
 #: Validation metrics reported at the final epoch.
 FINAL_METRICS: tuple[str, ...] = ("val_map_macro", "val_map_micro", "val_f1_macro",
                                   "val_f1_micro", "val_loss", "train_loss")
+#: Validation metrics also reported at their best epoch (higher is better), as best_<name>.
+BEST_METRICS: tuple[str, ...] = ("val_map_macro", "val_map_micro", "val_f1_macro",
+                                 "val_f1_micro")
 
 
 def provenance_columns(rec: RunRecord) -> dict[str, Any]:
@@ -126,10 +129,11 @@ def run_row(rec: RunRecord, target: float | None) -> dict[str, Any]:
         for part in PARTS:
             col = f"{part}_mean" if f"{part}_mean" in st else part
             row[part] = _median(st, col)
+        for m in BEST_METRICS:
+            if m in ep and ep[m].notna().any():
+                row[f"best_{m}"] = float(ep[m].max())
         if "val_map_macro" in ep and ep["val_map_macro"].notna().any():
-            best = ep.loc[ep["val_map_macro"].idxmax()]
-            row["best_val_map_macro"] = float(best["val_map_macro"])
-            row["best_epoch"] = int(best["epoch"])
+            row["best_epoch"] = int(ep.loc[ep["val_map_macro"].idxmax(), "epoch"])
         last = ep.sort_values("epoch").iloc[-1]
         for m in FINAL_METRICS:
             if m in ep:
@@ -139,6 +143,7 @@ def run_row(rec: RunRecord, target: float | None) -> dict[str, Any]:
     test = rec.run_json.get("test") or {}
     for m in TEST_METRICS:
         row[f"test_{m}"] = test.get(m, test.get(f"test_{m}"))
+    row["test_checkpoint"] = test.get("checkpoint")  # which weights the test metrics are of
     row.update(provenance_columns(rec))
     row["run_dir"] = str(rec.run_dir)
     row["log"] = str(rec.log_path) if rec.log_path else None
