@@ -73,7 +73,10 @@ class Stat:
         if not samples:
             raise ValueError("no samples")
         med = statistics.median(samples)
-        spread = 100.0 * (max(samples) - min(samples)) / med if med else math.inf
+        if med:
+            spread = 100.0 * (max(samples) - min(samples)) / med
+        else:  # all zero (e.g. no overlap at all) has no spread
+            spread = 0.0 if max(samples) == min(samples) else math.inf
         return cls(unit=unit, median=med, min=min(samples), max=max(samples),
                    spread_pct=round(spread, 2), n=len(samples),
                    samples=[_round(s) for s in samples])

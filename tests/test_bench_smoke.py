@@ -54,7 +54,10 @@ def test_quick_suite_writes_every_figure(repo_dir: Path, shared_dir: Path, tmp_p
         for key, fig in bench["figures"].items():
             for part in ("candidate", "baseline", "ratio"):
                 values = _numbers(fig[part])
-                assert all(math.isfinite(v) and v > 0 for v in values), (name, key, part)
+                # an overlap may be none at all (DeepSpeed reduces after backward)
+                may_be_zero = key.endswith("_comm_overlap") and part != "baseline"
+                assert all(math.isfinite(v) and (v > 0 or (may_be_zero and v == 0))
+                           for v in values), (name, key, part)
             assert fig["ratio"]["n"] == fig["candidate"]["n"] >= 1
     table = (tmp_path / "benchmarks.md").read_text()
     for name in benchmarks:
