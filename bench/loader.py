@@ -3,12 +3,13 @@
 Shards are written once by ``benscale extract`` from copies of the real v1 samples
 (bench.archives) and stay in the page cache. Measured on the train split:
 
-* the training pipeline as ``benscale train`` builds it (benscale.train.data: PatchDataset
-  -> normalised float32 tensors with the default flips/rot90 augmentation -> DataLoader over
-  the epoch's index batches, default collation), one epoch, with 1 worker process and with
-  one per core (workers start per epoch, as in training: ``persistent_workers=False``);
-* raw shard reads (``ShardSet.read``: one zlib chunk per patch) in sequential and in random
-  order;
+* the training pipeline as ``benscale train`` builds it (``benscale.train.data.loader``:
+  PatchDataset batches of normalised float32 tensors with their augmentation draw, for the
+  epoch's index batches), one epoch, with 1 worker and with one per core (loader threads
+  for the default uncompressed shards, started per epoch as in training; the flips and
+  rotations themselves are applied on the training device, outside the loader);
+* raw shard reads (``ShardSet.read``: a copy out of the shard's memory map) in sequential
+  and in random order;
 * the floor: copying the same bytes in memory (NumPy copy of sample-sized blocks from a
   64-sample ring into a batch buffer; float32 bytes for the pipeline, uint16 bytes for raw
   reads), single thread;
@@ -144,8 +145,8 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
                "tensor_bytes_per_sample": tensor_bytes, "stored_bytes_per_sample": stored_bytes,
                "notes": [f"{n_train} train patches (copies of the 3 real v1 samples) in "
                          f"{len(raw.paths)} shard(s), page cache warm; batch {batch}; "
-                         "workers are started per epoch (persistent_workers=False, as in "
-                         "training) and that start-up is part of the loader's time."]}
+                         "loader threads are started per epoch, as in training, and that "
+                         "start-up is part of the loader's time."]}
     if not ctx.quick:
         details["profile_patchdataset_items"] = profile_top(shard_samples)
     raw.close()
