@@ -48,7 +48,7 @@ from benscale.bigearthnet import BANDS, BAND_NAMES, PATCH_PX, SPLITS, label_tabl
 from benscale.errors import BadPatchError, ConfigError, DataError
 from benscale.shards import (
     COMPRESSIONS, DEFAULT_COMPRESSION, MANIFEST_NAME, REPORT_NAME, STATS_NAME, ShardInfo,
-    layout_record, shard_dataset, shard_name, write_shard,
+    LAYOUTS, shard_dataset, shard_name, write_shard,
 )
 
 #: --resampling choices -> rasterio methods (torchgeo's BigEarthNet uses bilinear).
@@ -532,7 +532,7 @@ def build_manifest(receipts: list[dict[str, Any]], opts: ExtractOptions) -> dict
             **({"classes43": list(label_tables().labels43)} if with43 else {}),
             "resampling": opts.resampling,
             "shard_size": opts.shard_size,
-            "layout": layout_record(opts.compression),
+            "layout": LAYOUTS[opts.compression][1],
             "splits": splits}
 
 

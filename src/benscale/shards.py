@@ -47,18 +47,27 @@ MANIFEST_NAME = "manifest.json"
 STATS_NAME = "stats.json"
 REPORT_NAME = "extract-report.json"
 
-#: ``--compression`` choices for ``reflectance``, chosen by measurement (docs/shards.md,
-#: bench/shard_layout.py): ``none`` is contiguous and uncompressed (fastest to write and
-#: to read, sequentially or at random); ``zlib`` is one chunk per patch (random access
-#: decompresses one chunk only), zlib level 1 after the byte shuffle.
-COMPRESSIONS: tuple[str, ...] = ("none", "zlib")
-DEFAULT_COMPRESSION = "none"
-#: The zlib layout: one HDF5 chunk per patch.
+#: The zlib layout: one HDF5 chunk per patch (random access decompresses one chunk only).
 ZLIB_CHUNK: tuple[int, int, int, int] = (1, len(BAND_NAMES), PATCH_PX, PATCH_PX)
 #: zlib level; levels 4 and 9 gain 3-4 % in size and write 1.3x-10x slower.
 ZLIB_LEVEL = 1
 #: Byte shuffle before zlib: uint16 high bytes compress far better when grouped.
 SHUFFLE = True
+#: ``--compression`` -> (xarray/netCDF4 encoding of ``reflectance``, the manifest's
+#: ``layout``), chosen by measurement (docs/shards.md, bench/shard_layout.py): ``none`` is
+#: contiguous and uncompressed (fastest to write and to read, sequentially or at random),
+#: ``zlib`` one zlib + shuffle chunk per patch. No ``_FillValue``: 0 and 65535 are valid raw
+#: values and netCDF4-python would otherwise mask 65535 on read.
+LAYOUTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "none": ({"contiguous": True, "_FillValue": None},
+             {"compression": "none", "chunk": None}),
+    "zlib": ({"zlib": True, "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE,
+              "chunksizes": ZLIB_CHUNK, "_FillValue": None},
+             {"compression": "zlib", "chunk": list(ZLIB_CHUNK), "complevel": ZLIB_LEVEL,
+              "shuffle": SHUFFLE}),
+}
+COMPRESSIONS: tuple[str, ...] = tuple(LAYOUTS)
+DEFAULT_COMPRESSION = "none"
 #: num_classes -> (label variable of a shard, its class list in the manifest).
 LABEL_SETS: dict[int, tuple[str, str]] = {19: ("labels", "classes"),
                                           43: ("labels43", "classes43")}
@@ -69,28 +78,6 @@ REFLECTANCE_DTYPE = np.dtype("<u2")
 def shard_name(number: int) -> str:
     """The file name of shard ``number`` of a split: ``shard-00042.nc``."""
     return f"shard-{number:05d}.nc"
-
-
-def reflectance_encoding(compression: str) -> dict[str, Any]:
-    """xarray/netCDF4 encoding of ``reflectance`` for a ``--compression`` choice.
-
-    No ``_FillValue``: 0 and 65535 are valid raw values and netCDF4-python would otherwise
-    mask 65535 on read.
-    """
-    if compression == "none":
-        return {"contiguous": True, "_FillValue": None}
-    if compression == "zlib":
-        return {"zlib": True, "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE,
-                "chunksizes": ZLIB_CHUNK, "_FillValue": None}
-    raise ValueError(f"compression {compression!r}: expected one of {COMPRESSIONS}")
-
-
-def layout_record(compression: str) -> dict[str, Any]:
-    """How ``reflectance`` is stored, as the manifest records it."""
-    if compression == "none":
-        return {"compression": "none", "chunk": None}
-    return {"compression": "zlib", "chunk": list(ZLIB_CHUNK), "complevel": ZLIB_LEVEL,
-            "shuffle": SHUFFLE}
 
 
 def labels_encoding(n_patches: int, n_classes: int) -> dict[str, Any]:
@@ -140,18 +127,13 @@ def shard_dataset(ids: list[str], reflectance: np.ndarray, labels: np.ndarray,
             "units": "1", "quantification_value": 10000,
             "comment": "raw digital numbers as in the GeoTIFFs; divide by "
                        "quantification_value for reflectance"}),
-        "labels": (("patch", "class"), labels, {
-            "long_name": "multi-hot 19-class labels", "units": "1",
-            "flag_values": np.array([0, 1], dtype=np.uint8),
-            "flag_meanings": "absent present"}),
+        "labels": (("patch", "class"), labels, _multi_hot_attrs("multi-hot 19-class labels")),
     }
     if labels43 is not None:
         coords["class43"] = ("class43", np.array(label_tables().labels43, dtype=object),
                              {"long_name": "BigEarthNet 43 CORINE level-3 labels (v1)"})
-        data_vars["labels43"] = (("patch", "class43"), labels43, {
-            "long_name": "multi-hot 43-class labels", "units": "1",
-            "flag_values": np.array([0, 1], dtype=np.uint8),
-            "flag_meanings": "absent present"})
+        data_vars["labels43"] = (("patch", "class43"), labels43,
+                                 _multi_hot_attrs("multi-hot 43-class labels"))
     attrs = {
         "Conventions": "CF-1.10",
         "title": f"BigEarthNet Sentinel-2 patches, {info.split} split, shard {info.number}",
@@ -167,9 +149,14 @@ def shard_dataset(ids: list[str], reflectance: np.ndarray, labels: np.ndarray,
     return xr.Dataset(data_vars=data_vars, coords=coords, attrs=attrs)
 
 
+def _multi_hot_attrs(long_name: str) -> dict[str, Any]:
+    return {"long_name": long_name, "units": "1", "flag_values": np.array([0, 1], dtype=np.uint8),
+            "flag_meanings": "absent present"}
+
+
 def write_shard(dataset: xr.Dataset, target: Path, compression: str) -> dict[str, Any]:
     """Write ``dataset`` to ``target`` via a temporary file; return its size and sha256."""
-    encoding = {"reflectance": reflectance_encoding(compression),
+    encoding = {"reflectance": LAYOUTS[compression][0],
                 "labels": labels_encoding(dataset.sizes["patch"], dataset.sizes["class"])}
     if "labels43" in dataset:
         encoding["labels43"] = labels_encoding(dataset.sizes["patch"], dataset.sizes["class43"])
