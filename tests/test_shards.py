@@ -25,20 +25,25 @@ def _labels19(folder: Path) -> list[str]:
     return [c for c in tables.classes19 if c in mapped]
 
 
-@pytest.fixture(scope="module", params=COMPRESSIONS)
-def shards(request: pytest.FixtureRequest, real_v1_samples: Path,
-           tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """All three real patches in the train split, two shards (sizes 2 and 1), stored with
-    each ``--compression`` (the reader memory-maps one and decompresses the other)."""
-    root = tmp_path_factory.mktemp(f"shardset-{request.param}")
+def _extract_real(root: Path, real_v1_samples: Path, compression: str) -> Path:
+    """All three real patches in the train split, two shards (sizes 2 and 1)."""
     folders = sorted(p for p in (real_v1_samples / "BigEarthNet-v1.0").iterdir() if p.is_dir())
     rows = [{"patch_id": f.name, "split": "train", "labels": _labels19(f), "path": str(f),
              "format": "v1"} for f in folders]
     pd.DataFrame(rows).to_parquet(root / "index.parquet")
     rc = main(["extract", str(root / "index.parquet"), "--out", str(root / "shards"),
-               "--shard-size", "2", "--compression", request.param])
+               "--shard-size", "2", "--compression", compression])
     assert rc == 0
     return root / "shards"
+
+
+@pytest.fixture(scope="module", params=COMPRESSIONS)
+def shards(request: pytest.FixtureRequest, real_v1_samples: Path,
+           tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real patches stored with each ``--compression`` (the reader memory-maps one and
+    decompresses the other)."""
+    return _extract_real(tmp_path_factory.mktemp(f"shardset-{request.param}"), real_v1_samples,
+                         request.param)
 
 
 def _reference(shards: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -127,3 +132,16 @@ def test_reader_errors_name_the_file(shards: Path, tmp_path: Path) -> None:
         ShardSet(shards, "train", bands=("B10",))
     with pytest.raises(DataError, match="unknown band"):
         load_stats(shards, bands=("B10",))
+
+
+def test_manifest_layout_that_the_file_contradicts(real_v1_samples: Path,
+                                                   tmp_path: Path) -> None:
+    """A manifest saying `none` over zlib shards fails on the first read, naming the file."""
+    shards = _extract_real(tmp_path, real_v1_samples, "zlib")
+    manifest = load_manifest(shards)
+    manifest["layout"]["compression"] = "none"
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    ds = ShardSet(shards, "train")
+    with pytest.raises(DataError, match=r"shard-00000.nc: reflectance is not stored "
+                                        r"uncompressed and contiguous"):
+        ds.read(0)
