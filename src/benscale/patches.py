@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     index = load_index(opts.index)
     plans = plan_shards(index, opts.shard_size)
     removed = remove_strays(opts.out, plans)
-    kept, todo = partition_done(plans, opts.out, opts)
+    kept, todo = partition_done(plans, opts)
     receipts = kept + execute(todo, opts)
     receipts.sort(key=lambda r: (SPLITS.index(r["split"]), r["number"]))
     if opts.strict:
@@ -238,13 +238,13 @@ def remove_strays(out: Path, plans: list[ShardPlan]) -> list[str]:
     return removed
 
 
-def partition_done(plans: list[ShardPlan], out: Path,
+def partition_done(plans: list[ShardPlan],
                    opts: ExtractOptions) -> tuple[list[dict[str, Any]], list[ShardPlan]]:
     """Split the plans into (receipts of shards already complete, plans still to do)."""
     done: list[dict[str, Any]] = []
     todo: list[ShardPlan] = []
     for plan in plans:
-        receipt = completed_receipt(plan, out, opts)
+        receipt = completed_receipt(plan, opts)
         if receipt is None:
             todo.append(plan)
         else:
@@ -252,8 +252,7 @@ def partition_done(plans: list[ShardPlan], out: Path,
     return done, todo
 
 
-def completed_receipt(plan: ShardPlan, out: Path,
-                      opts: ExtractOptions) -> dict[str, Any] | None:
+def completed_receipt(plan: ShardPlan, opts: ExtractOptions) -> dict[str, Any] | None:
     """The shard's receipt if the shard on disk is complete and matches ``plan``, else None.
 
     Checks: receipt readable, same planned patch ids, resampling and compression, shard
@@ -262,7 +261,7 @@ def completed_receipt(plan: ShardPlan, out: Path,
     that would read every byte again; `sha256sum -c` style checks can use the manifest.)
     """
     try:
-        receipt = json.loads(plan.receipt_path(out).read_text())
+        receipt = json.loads(plan.receipt_path(opts.out).read_text())
     except (OSError, json.JSONDecodeError):
         return None
     if (receipt.get("planned") != list(plan.patch_ids)
@@ -272,7 +271,7 @@ def completed_receipt(plan: ShardPlan, out: Path,
         return None
     if not receipt["patch_ids"]:
         return receipt  # every planned patch was rejected: no shard file by design
-    nc_path = plan.nc_path(out)
+    nc_path = plan.nc_path(opts.out)
     try:
         if nc_path.stat().st_size != receipt["size_bytes"]:
             return None
@@ -363,17 +362,15 @@ def read_patches(plan: ShardPlan, resampling: Resampling
     labels = np.zeros((n, len(label_tables().classes19)), dtype=np.uint8)
     ids: list[str] = []
     rejected: list[dict[str, str]] = []
-    with band_reading():
-        for patch_id, folder, names in zip(plan.patch_ids, plan.folders, plan.labels,
-                                           strict=True):
-            try:
-                labels[len(ids)] = encode_labels(patch_id, folder, names)
-                read_patch(patch_id, Path(folder), resampling, out=reflectance[len(ids)])
-            except BadPatchError as exc:
-                rejected.append({"patch_id": exc.patch_id, "split": plan.split,
-                                 "path": exc.path, "problem": exc.problem})
-                continue
-            ids.append(patch_id)
+    for patch_id, folder, names in zip(plan.patch_ids, plan.folders, plan.labels, strict=True):
+        try:
+            labels[len(ids)] = encode_labels(patch_id, folder, names)
+            read_patch(patch_id, Path(folder), resampling, out=reflectance[len(ids)])
+        except BadPatchError as exc:
+            rejected.append({"patch_id": exc.patch_id, "split": plan.split,
+                             "path": exc.path, "problem": exc.problem})
+            continue
+        ids.append(patch_id)
     return ids, reflectance[:len(ids)], labels[:len(ids)], rejected
 
 
@@ -428,9 +425,9 @@ def read_patch(patch_id: str, folder: Path, resampling: Resampling,
 def band_reading() -> Iterator[None]:
     """The GDAL environment of :data:`GDAL_ENV`, without the warning it implies.
 
-    Opening band files as ``rasterio.io.DatasetReader`` inside this one environment skips
-    the environment that ``rasterio.open`` sets up and tears down on every call (~40 us of
-    a ~130 us band read, measured in docs/benchmarks.md). Nested use is cheap.
+    Opening a patch's band files as ``rasterio.io.DatasetReader`` inside this one
+    environment skips the environment that ``rasterio.open`` sets up and tears down on every
+    call (~40 us of a ~130 us band read, measured in docs/benchmarks.md).
     """
     with rasterio.Env(**GDAL_ENV), warnings.catch_warnings():
         warnings.simplefilter("ignore", NotGeoreferencedWarning)  # GDAL_GEOREF_SOURCES=NONE

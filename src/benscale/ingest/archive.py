@@ -85,7 +85,7 @@ def unpack(archive: Path, target: Path) -> Unpacked:
     refused: list[dict[str, str]] = []
     try:
         _extract(archive, partial, refused)
-    except (tarfile.TarError, EOFError, OSError, ValueError, *STREAM_ERRORS) as exc:
+    except (tarfile.TarError, ValueError, *STREAM_ERRORS) as exc:
         shutil.rmtree(partial, ignore_errors=True)
         raise ArchiveError(f"{archive}: truncated or corrupt archive, not one member could "
                            f"be read ({exc}); download it again and check its checksum") from exc
@@ -95,8 +95,8 @@ def unpack(archive: Path, target: Path) -> Unpacked:
     return Unpacked(target, refused)
 
 
-def _extract(archive: Path, dest: Path, refused: list[dict[str, str]]) -> int:
-    """Unpack every member that can be read; returns how many were (see module docstring)."""
+def _extract(archive: Path, dest: Path, refused: list[dict[str, str]]) -> None:
+    """Unpack every member that can be read (see module docstring)."""
     mode = next(m for s, m in TAR_SUFFIXES.items() if archive.name.endswith(s))
     with open(archive, "rb") as raw, tqdm(total=archive.stat().st_size, unit="B",
                                           unit_scale=True, desc=f"unpack {archive.name}",
@@ -105,13 +105,14 @@ def _extract(archive: Path, dest: Path, refused: list[dict[str, str]]) -> int:
         if mode == "zst":
             with zstandard.ZstdDecompressor().stream_reader(stream) as plain, \
                     tarfile.open(fileobj=plain, mode="r|") as tar:
-                return _extract_members(tar, archive, dest, refused)
-        with tarfile.open(fileobj=stream, mode=mode) as tar:
-            return _extract_members(tar, archive, dest, refused)
+                _extract_members(tar, archive, dest, refused)
+        else:
+            with tarfile.open(fileobj=stream, mode=mode) as tar:
+                _extract_members(tar, archive, dest, refused)
 
 
 def _extract_members(tar: tarfile.TarFile, archive: Path, dest: Path,
-                     refused: list[dict[str, str]]) -> int:
+                     refused: list[dict[str, str]]) -> None:
     """Extract member by member, so that a cut in the stream loses only the member cut.
 
     Raises the stream's error when it comes before the first member (nothing to keep).
@@ -132,7 +133,6 @@ def _extract_members(tar: tarfile.TarFile, archive: Path, dest: Path,
             "patch_id": Path(cut).parent.name or cut, "path": f"{archive}:{cut}",
             "problem": f"archive truncated or corrupt here ({exc}); this member and any "
                        f"after it are missing ({count} members read before it)"})
-    return count
 
 
 class _Progress:

@@ -257,8 +257,9 @@ class ThreadedBatches:
                     pending.append(pool.submit(self._make, batch))
                 while pending:
                     ready = pending.popleft().result()
-                    for batch in itertools.islice(todo, 1):
-                        pending.append(pool.submit(self._make, batch))
+                    following = next(todo, None)
+                    if following is not None:
+                        pending.append(pool.submit(self._make, following))
                     yield ready
             finally:
                 for future in pending:
