@@ -6,8 +6,9 @@ classes), same batch, optimizer (SGD momentum 0.9, weight decay 1e-4), loss
 
 * single process, fp32 and bf16: ``benscale.train.steps.synthetic_steps`` (the real step of
   an epoch through the real DeepSpeed engine and its phase timers) vs a bare loop
-  (``zero_grad / forward / backward / step``; bf16 = ``torch.autocast``, while DeepSpeed's
-  bf16 mode keeps bf16 weights: the usual way each of them does bf16);
+  (``zero_grad / forward / backward / step``); bf16 is ``torch.autocast`` in both
+  (benscale's ``precision: bf16``), and DeepSpeed's bf16 mode (``bf16-deepspeed``: bf16
+  weights) is measured against the same bare loop as a third figure;
 * world size 2 on one machine (gloo, one thread per rank): benscale's engine vs
   ``torch.nn.parallel.DistributedDataParallel``, same global batch, measured alternately in
   the SAME pair of processes; plus the same step with no communication at all (each rank
@@ -15,8 +16,9 @@ classes), same batch, optimizer (SGD momentum 0.9, weight decay 1e-4), loss
 * how much of the communication overlaps compute, per engine, from timestamps
   (:class:`CommTimeline`): when the backward pass produced its last gradient, and when
   each gradient reduction ran (DDP: from a comm hook doing what DDP's default hook does,
-  all-reduce and average; DeepSpeed: around ``engine.allreduce_gradients``). The hidden
-  part is the communication that ran before the last gradient existed;
+  all-reduce and average; benscale: every interval its own CommTimer records, i.e. each
+  bucket's asynchronous all-reduce and the backward epilogue's wait). The hidden part is
+  the communication that ran before the last gradient existed;
 * the split of a real epoch (data / compute / comm / optimizer), read from the
   ``epochs.csv`` of a short ``benscale train`` run on shards of the real samples.
 """
@@ -35,7 +37,8 @@ from typing import Any
 from bench.common import REPO, Context, Figure, Stat, rate_figure
 
 NAME = "train_step"
-KEYS = ("step_vs_bare_fp32", "step_vs_bare_bf16", "deepspeed_ws2_vs_ddp_ws2",
+KEYS = ("step_vs_bare_fp32", "step_vs_bare_bf16", "step_vs_bare_bf16_deepspeed",
+        "deepspeed_ws2_vs_ddp_ws2",
         "deepspeed_ws2_comm_overlap", "ddp_ws2_comm_overlap", "epoch_compute_fraction")
 #: Steps whose communication timeline is recorded per engine (after the timed repeats).
 TIMELINE_STEPS = 4
@@ -94,7 +97,7 @@ class BareLoop:
         self.loss = loss_fn()
         self.x = torch.randn(batch, CHANNELS, PX, PX)
         self.y = (torch.rand(batch, CLASSES) < 0.3).float()
-        self.bf16 = precision == "bf16"
+        self.bf16 = precision.startswith("bf16")  # the bare loop: autocast for both
 
     def steps(self, n: int) -> None:
         """``n`` optimizer steps."""
@@ -127,15 +130,12 @@ class CommTimeline:
     def _grad_ready(self, _param: Any) -> None:
         self.last_grad = time.perf_counter()
 
-    def wrap(self, fn: Any) -> Any:
-        """``fn`` with its run recorded as one communication interval (synchronous)."""
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            start = time.perf_counter()
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self.comm.append((start, time.perf_counter()))
-        return timed
+    def tap(self, record: Any) -> Any:
+        """``record(start, end)`` (benscale's CommTimer) that also keeps each interval here."""
+        def both(start: float, end: float) -> None:
+            self.comm.append((start, end))
+            record(start, end)
+        return both
 
     def ddp_hook(self, world_size: int) -> Any:
         """A DDP comm hook equal to the default (all-reduce, average), recording intervals."""
@@ -237,7 +237,7 @@ def pair_worker(rank: int, spec: dict[str, Any]) -> None:
     result = _alternate({"deepspeed": ours, "ddp": ddp.steps, "no_comm": alone.steps,
                          "allreduce": allreduce}, spec, True)
     ds_line = CommTimeline(ctx.engine.module)
-    ctx.engine.allreduce_gradients = ds_line.wrap(ctx.engine.allreduce_gradients)
+    ctx.comm.record = ds_line.tap(ctx.comm.record)
     ddp_line = CommTimeline(ddp.model)
     ddp.model.register_comm_hook(None, ddp_line.ddp_hook(dist.get_world_size()))
     result["timeline"] = {"deepspeed": _timeline(ours, ds_line, TIMELINE_STEPS),
@@ -307,13 +307,13 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     # At most 5 repeats of 3 steps: a ResNet-50 step takes about a second on a CPU.
     base = {"repeats": min(ctx.repeats, 5), "warmup": 1, "steps": ctx.size(1, 3)}
     single = _spawn(single_worker, 1, {**base, "batch": ctx.size(2, 16), "threads": cores,
-                                        "precisions": ["fp32", "bf16"],
+                                        "precisions": ["fp32", "bf16", "bf16-deepspeed"],
                                         "out": str(ctx.work / "train-single.json")})
     pair = _spawn(pair_worker, 2, {**base, "batch": ctx.size(2, 16),
                                    "threads": max(1, cores // 2),
                                    "out": str(ctx.work / "train-pair.json")})
     batch = ctx.size(2, 16)
-    figures = [_step_figure(single[p], p, batch) for p in ("fp32", "bf16")]
+    figures = [_step_figure(single[p], p, batch) for p in ("fp32", "bf16", "bf16-deepspeed")]
     figures.append(rate_figure(
         "deepspeed_ws2_vs_ddp_ws2", "world size 2: benscale (DeepSpeed) vs DDP",
         [batch / s for s in pair["deepspeed"]], [batch / s for s in pair["ddp"]],
@@ -330,13 +330,16 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     return figures, details
 
 
+_PRECISION_NOTES = {"fp32": "", "bf16": "torch.autocast in both",
+                    "bf16-deepspeed": "DeepSpeed's bf16 weights vs torch.autocast"}
+
+
 def _step_figure(times: dict[str, list[float]], precision: str, batch: int) -> Figure:
-    return rate_figure(f"step_vs_bare_{precision}",
+    return rate_figure(f"step_vs_bare_{precision.replace('-', '_')}",
                        f"training step {precision}: benscale vs bare PyTorch",
                        [batch / s for s in times["benscale"]], [batch / s for s in times["bare"]],
                        "bare PyTorch loop", "samples/s", goal=0.95,
-                       note="bf16: DeepSpeed bf16 weights vs torch.autocast"
-                       if precision == "bf16" else "")
+                       note=_PRECISION_NOTES[precision])
 
 
 def _overlap_figure(line: dict[str, list[float]], engine: str) -> Figure:

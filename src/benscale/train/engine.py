@@ -7,7 +7,13 @@ Pitfalls on this stack (shared/notes/stack.md) handled here:
 * the shared-memory comm op that DeepSpeed JIT-compiles at first init (~45 s, CPU only,
   unused by gloo data parallelism) is skipped;
 * ZeRO with a client optimizer (SGD, our LAMB) needs ``zero_allow_untested_optimizer``;
-* bf16 keeps BatchNorm buffers in bf16 (``data_types.buffer_dtype``) like the weights.
+* DeepSpeed's bf16 mode (our ``bf16-deepspeed``) keeps BatchNorm buffers in bf16
+  (``data_types.buffer_dtype``) like the weights.
+
+``precision: bf16`` is autocast mixed precision instead (:class:`benscale.train.steps.
+StepContext`): fp32 weights, gradients and optimizer, bf16 matmuls and convolutions, what
+``torch.autocast`` gives a bare PyTorch loop. DeepSpeed then runs its fp32 path: no master
+copy of the weights to update, and stage 0's overlapped reduction (:mod:`.overlap`) applies.
 
 Optimizers are built here in plain torch (SGD, AdamW) or below (LAMB) rather than from
 DeepSpeed's config: DeepSpeed's fused LAMB needs a CUDA build of its ops, and one code
@@ -26,6 +32,7 @@ import torch
 from torch import nn
 
 from benscale import launch
+from benscale.train import overlap
 from benscale.train.config import Batches
 
 
@@ -50,6 +57,7 @@ def init_distributed(world: launch.World, timeout_s: float) -> tuple[str, torch.
     backend, device = backend_and_device(world)
     if device.type == "cuda":
         torch.cuda.set_device(device)
+        overlap.enable_device_timing()
     deepspeed.init_distributed(dist_backend=backend, auto_mpi_discovery=False,
                                timeout=timedelta(seconds=timeout_s), rank=world.rank,
                                world_size=world.world_size)
@@ -73,7 +81,7 @@ def ds_config(config: dict[str, Any], batches: Batches) -> dict[str, Any]:
         # Reduce in the backward epilogue, not in hooks overlapped with backward: the
         # measured comm_time_s is then the whole gradient reduction (docs/training.md).
         cfg["zero_optimization"].update({"overlap_comm": False, "contiguous_gradients": True})
-    if config["precision"] == "bf16":
+    if config["precision"] == "bf16-deepspeed":
         cfg["bf16"] = {"enabled": True}
         cfg["data_types"] = {"buffer_dtype": "bf16"}
     return cfg

@@ -25,12 +25,12 @@ from benscale import launch, provenance
 from benscale.atomic import write_json
 from benscale.bigearthnet import BAND_SETS
 from benscale.errors import DataError
-from benscale.train import checkpoint, data, engine, metrics, mllog, outputs
+from benscale.train import checkpoint, data, engine, metrics, mllog, outputs, overlap
 from benscale.train.config import Batches, resolve_batches
 from benscale.train.model import build_model, loss_fn
 from benscale.train.steps import (StepContext, predict, reduce_over_ranks, sum_over_ranks,
                                   sync_batchnorm_stats, train_micro_batches)
-from benscale.train.timing import PhaseTimes, time_gradient_reduction
+from benscale.train.timing import CommTimer, PhaseTimes, time_gradient_reduction
 
 log = logging.getLogger("benscale.train")
 
@@ -91,9 +91,14 @@ def build_context(config: dict[str, Any], batches: Batches, steps_per_epoch: int
     if config["channels_last"]:
         model = model.to(memory_format=torch.channels_last)
     ds_engine, ds_cfg = engine.build_engine(model, config, batches, steps_per_epoch)
-    dtype = torch.bfloat16 if config["precision"] == "bf16" else torch.float32
-    comm = time_gradient_reduction(ds_engine, device)
-    return StepContext(ds_engine, device, dtype, config["channels_last"], comm, loss_fn()), ds_cfg
+    dtype = torch.bfloat16 if config["precision"] == "bf16-deepspeed" else torch.float32
+    autocast = torch.bfloat16 if config["precision"] == "bf16" else None
+    comm = CommTimer(device)
+    if overlap.wanted(ds_engine, config["zero_stage"]):
+        overlap.install(ds_engine, comm)
+    time_gradient_reduction(ds_engine, comm)
+    return StepContext(ds_engine, device, dtype, config["channels_last"], comm, loss_fn(),
+                       autocast), ds_cfg
 
 
 def start(config: dict[str, Any], data_dir: Path, run_dir: Path) -> Run:

@@ -23,7 +23,11 @@ from benscale.train.timing import CommTimer, PhaseTimes, synchronize
 
 @dataclass
 class StepContext:
-    """What every step needs: the engine, where tensors go, and the comm timer."""
+    """What every step needs: the engine, where tensors go, and the comm timer.
+
+    ``autocast``: the dtype of ``torch.autocast`` around the forward pass (precision bf16),
+    or None (fp32, and DeepSpeed's own bf16 mode, whose weights are bf16 already).
+    """
 
     engine: Any
     device: torch.device
@@ -31,6 +35,13 @@ class StepContext:
     channels_last: bool
     comm: CommTimer
     loss_fn: nn.Module
+    autocast: torch.dtype | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The model's logits for ``x``, in fp32."""
+        with torch.autocast(self.device.type, dtype=self.autocast or torch.bfloat16,
+                            enabled=self.autocast is not None):
+            return self.engine(x).float()
 
     def inputs(self, x: torch.Tensor, orientations: torch.Tensor | None = None) -> torch.Tensor:
         """Move a batch to the device, apply its flips/rotations there (data.orient_batch),
@@ -47,9 +58,10 @@ def train_micro_batches(ctx: StepContext, batches: Iterable[Any], times: PhaseTi
     """Forward, backward and (at accumulation boundaries) step over ``batches``.
 
     Phases per micro-step, each read after synchronising the device: data (waiting for the
-    loader + host-to-device copy), compute (forward + backward minus the gradient reduction
-    that happened inside backward), comm (measured by ``ctx.comm``), optimizer
-    (``engine.step`` minus any reduction inside it).
+    loader + host-to-device copy), compute (forward + backward minus the time blocked in a
+    gradient reduction inside backward), comm (the union of the reduction intervals
+    ``ctx.comm`` recorded, overlapped ones included), optimizer (``engine.step`` minus any
+    time blocked in a reduction inside it).
 
     Returns:
         (sum of per-sample training loss, number of samples) on this rank.
@@ -68,18 +80,18 @@ def train_micro_batches(ctx: StepContext, batches: Iterable[Any], times: PhaseTi
         x, y = ctx.inputs(x, orientations), y.to(ctx.device, non_blocking=True)
         synchronize(ctx.device)
         t1 = time.perf_counter()
-        comm0 = ctx.comm.total_s
-        loss = ctx.loss_fn(ctx.engine(x).float(), y)
+        comm0 = ctx.comm.blocked_s
+        loss = ctx.loss_fn(ctx.forward(x), y)
         ctx.engine.backward(loss)
         synchronize(ctx.device)
         t2 = time.perf_counter()
-        comm1 = ctx.comm.total_s
+        comm1 = ctx.comm.blocked_s
         ctx.engine.step()
         synchronize(ctx.device)
         t3 = time.perf_counter()
         times.data_time_s += t1 - t0
         times.compute_time_s += (t2 - t1) - (comm1 - comm0)
-        times.optimizer_time_s += (t3 - t2) - (ctx.comm.total_s - comm1)
+        times.optimizer_time_s += (t3 - t2) - (ctx.comm.blocked_s - comm1)
         loss_sum += float(loss.item()) * len(y)
         samples += len(y)
         if progress is not None:
@@ -99,7 +111,7 @@ def predict(ctx: StepContext, batches: Iterable[Any]) -> tuple[np.ndarray, np.nd
     ctx.engine.eval()
     logits, targets, indices = [], [], []
     for x, y, idx, _orientations in batches:  # no augmentation at evaluation
-        logits.append(ctx.engine(ctx.inputs(x)).float().cpu())
+        logits.append(ctx.forward(ctx.inputs(x)).cpu())
         targets.append(y.float())
         indices.append(torch.as_tensor(idx, dtype=torch.int64))
     local = [torch.cat(t) for t in (logits, targets)] + [torch.cat(indices).double()]

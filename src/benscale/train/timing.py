@@ -3,13 +3,17 @@
 Every interval is read from ``time.perf_counter`` after synchronising the device, so GPU
 work queued asynchronously is charged to the phase that queued it.
 
-Communication is MEASURED, not inferred: :func:`time_gradient_reduction` wraps the
-DeepSpeed methods that reduce gradients, ``engine.allreduce_gradients`` (ZeRO 0: the
-bucketed all-reduce at the accumulation boundary; ZeRO 1: the reduce-scatter) and, for
-ZeRO 2, the ZeRO optimizer's ``reduce_ipg_grads`` that its gradient hooks call during
-backward. Only the outermost call is timed (they nest). We configure ZeRO with
-``overlap_comm: false``, so the measured time is the whole gradient reduction, not only
-the part left exposed after overlap (docs/training.md).
+Communication is MEASURED, not inferred. :func:`time_gradient_reduction` wraps the
+DeepSpeed methods that reduce gradients: ``engine.allreduce_gradients`` (ZeRO 0: the
+backward epilogue; ZeRO 1: the reduce-scatter) and, for ZeRO 2, the ZeRO optimizer's
+``reduce_ipg_grads`` that its gradient hooks call during backward (only the outermost of
+nested calls is timed). ZeRO 1/2 run with ``overlap_comm: false``, so those calls contain
+the whole reduction. At ZeRO 0 with several ranks the reduction is ours
+(:mod:`benscale.train.overlap`): asynchronous all-reduces during backward, each recorded
+from its launch to its completion, plus the wait in the epilogue. The communication time
+is the UNION of all these intervals; what the training thread spent blocked inside them
+(:attr:`CommTimer.blocked_s`) is what is taken out of compute and optimizer time, so with
+overlap the phases add up to more than the step (docs/training.md).
 """
 
 from __future__ import annotations
@@ -50,10 +54,11 @@ class PhaseTimes:
 
 @dataclass
 class CommTimer:
-    """Accumulates the wall time of (outermost) gradient-reduction calls."""
+    """Gradient-reduction intervals, and the time the training thread was blocked in them."""
 
     device: torch.device
-    total_s: float = 0.0
+    blocked_s: float = 0.0
+    intervals: list[tuple[float, float]] = field(default_factory=list, repr=False)
     _depth: int = field(default=0, repr=False)
 
     def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -70,19 +75,35 @@ class CommTimer:
             finally:
                 self._depth -= 1
                 synchronize(self.device)
-                self.total_s += time.perf_counter() - start
+                end = time.perf_counter()
+                self.blocked_s += end - start
+                self.record(start, end)
 
         return timed
 
+    def record(self, start: float, end: float) -> None:
+        """One interval during which gradients were being reduced (may run in background)."""
+        self.intervals.append((start, end))
+
     def take(self) -> float:
-        """Seconds accumulated since the last call."""
-        value, self.total_s = self.total_s, 0.0
-        return value
+        """Seconds covered by the intervals recorded since the last call (their union)."""
+        intervals, self.intervals = self.intervals, []
+        self.blocked_s = 0.0
+        return union_seconds(intervals)
 
 
-def time_gradient_reduction(engine: Any, device: torch.device) -> CommTimer:
+def union_seconds(intervals: list[tuple[float, float]]) -> float:
+    """Length of the union of ``(start, end)`` intervals: overlapping ones count once."""
+    total, reach = 0.0, float("-inf")
+    for start, end in sorted(intervals):
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
+
+
+def time_gradient_reduction(engine: Any, timer: CommTimer) -> CommTimer:
     """Instrument ``engine`` so that its gradient reductions are timed (module docstring)."""
-    timer = CommTimer(device)
     engine.allreduce_gradients = timer.wrap(engine.allreduce_gradients)
     inner = getattr(engine, "optimizer", None)
     if inner is not None and hasattr(inner, "reduce_ipg_grads"):
