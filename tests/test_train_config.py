@@ -103,3 +103,11 @@ def test_43_classes_need_43_class_shards(capsys: pytest.CaptureFixture[str],
     err = _fails(capsys, "--data", v2_shards, "--out", tmp_path / "run", *FAST,
                  "--set", "num_classes=43")
     assert "num_classes=43" in err and "19-class labels only" in err
+
+
+def test_channels_last_is_refused_only_with_deepspeed_bf16_weights() -> None:
+    with pytest.raises(ConfigError, match="channels_last with precision bf16-deepspeed"):
+        config.load(None, ["precision=bf16-deepspeed", "channels_last=true"])
+    assert config.load(None, ["precision=bf16", "channels_last=true"])["channels_last"]
+    with pytest.raises(ConfigError, match="precision"):
+        config.load(None, ["precision=fp16"])

@@ -208,3 +208,26 @@ def test_kill_one_rank_fails_the_job_and_resume_is_bit_exact(torchrun_run: Path,
     for name, tensor in resumed.items():
         assert torch.equal(tensor, reference[name]), name
     assert json.loads((out / "run.json").read_text())["status"] == "ok"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("precision", ["bf16", "bf16-deepspeed"])
+def test_bf16_world_size_2_trains_in_sync(shards: Path, tmp_path: Path, precision: str) -> None:
+    """bf16 = autocast (fp32 weights, DeepSpeed's fp32 path with the overlapped reduction);
+    bf16-deepspeed = DeepSpeed's bf16 mode (bf16 weights). Both train and stay in sync."""
+    out = tmp_path / precision
+    run_ok(torchrun(shards, out, precision=precision))
+    record = json.loads((out / "run.json").read_text())
+    digests = record["consistency"]["param_sha256_by_rank"]
+    assert record["status"] == "ok" and digests[0] == digests[1]
+    with (out / "epochs.csv").open() as fh:
+        rows = list(csv.DictReader(fh))
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    for row in rows:
+        assert 0 < float(row["train_loss"]) < 2 and float(row["comm_time_s"]) > 0
+    state, initial = final_state(out), _initial()
+    weights = state["fc.weight"]
+    assert weights.dtype == (torch.float32 if precision == "bf16" else torch.bfloat16)
+    assert not torch.equal(weights.float(), initial["fc.weight"])
+    ds = json.loads((out / "ds_config.json").read_text())
+    assert ("bf16" in ds) == (precision == "bf16-deepspeed")

@@ -38,9 +38,11 @@ from benscale.errors import ConfigError
 #: parameters (counted with torchvision 0.29); the 1000-class ImageNet model: 25.6 M.
 #: Gradient bytes follow the parameters the optimizer updates.
 RESNET50_PARAMS: dict[str, int] = {"imagenet-1000": 25_557_032, "bigearthnet-19": 23_575_187}
-#: Bytes per gradient element as all-reduced. DeepSpeed's bf16 mode reduces bf16 gradients;
-#: PyTorch AMP (fp16) and fp32/TF32 training reduce fp32 gradients.
-GRAD_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "amp": 4, "bf16": 2, "fp16": 2}
+#: Bytes per gradient element as all-reduced. DeepSpeed's bf16 mode (benscale's
+#: ``bf16-deepspeed``) reduces bf16 gradients; autocast mixed precision (benscale's ``bf16``,
+#: PyTorch AMP) and fp32/TF32 training reduce fp32 gradients.
+GRAD_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "amp": 4, "bf16": 4, "bf16-deepspeed": 2,
+                              "fp16": 2}
 
 
 @dataclass(frozen=True)

@@ -142,9 +142,10 @@ def check_semantics(config: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: set exactly one of global_batch (strong scaling) and "
                           f"batch_per_gpu (weak scaling); got global_batch="
                           f"{config['global_batch']}, batch_per_gpu={config['batch_per_gpu']}")
-    if config["precision"] == "bf16" and config["channels_last"]:
-        raise ConfigError(f"{where}: channels_last with precision bf16 fails inside DeepSpeed "
-                          "(it views bf16 weights as bytes); set channels_last: false")
+    if config["precision"] == "bf16-deepspeed" and config["channels_last"]:
+        raise ConfigError(f"{where}: channels_last with precision bf16-deepspeed fails inside "
+                          "DeepSpeed (it views bf16 weights as bytes); set channels_last: "
+                          "false, or use precision bf16 (autocast)")
 
 
 @dataclass(frozen=True)
