@@ -249,13 +249,21 @@ def pair_worker(rank: int, spec: dict[str, Any]) -> None:
 
 def _alternate(fns: dict[str, Any], spec: dict[str, Any], distributed: bool
                ) -> dict[str, list[float]]:
-    """Warm up each, then ``repeats`` rounds in rotating order; seconds per step."""
+    """Warm up each, then ``repeats`` rounds; seconds per step.
+
+    Rounds rotate the order (A B C, B C A, ...), so that no block directly follows a block
+    of the same workload: with two workloads a rotation would run A B | B A | A B, and here
+    a ResNet-50 block right after one of its own ran 3-10 % slower than right after the
+    other workload (2026-12-02, bench JSON of that day: in all 5 rounds the second block
+    was the faster one), a bias from the order alone. So two workloads strictly alternate.
+    """
     for fn in fns.values():
         fn(spec["warmup"])
     names = list(fns)
     out: dict[str, list[float]] = {n: [] for n in names}
     for r in range(spec["repeats"]):
-        order = names[r % len(names):] + names[:r % len(names)]
+        shift = r % len(names) if len(names) > 2 else 0
+        order = names[shift:] + names[:shift]
         for name in order:
             out[name].append(_block(fns[name], spec["steps"], distributed) / spec["steps"])
     return out
