@@ -312,8 +312,9 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     from bench.loader import shards
 
     cores = os.cpu_count() or 1
-    # At most 5 repeats of 3 steps: a ResNet-50 step takes about a second on a CPU.
-    base = {"repeats": min(ctx.repeats, 5), "warmup": 1, "steps": ctx.size(1, 3)}
+    # At most 8 repeats of 3 steps: a ResNet-50 step takes about a second on a CPU, and
+    # on 2 shared cores single repeats scatter by +-10 %.
+    base = {"repeats": min(ctx.repeats, 8), "warmup": 1, "steps": ctx.size(1, 3)}
     single = _spawn(single_worker, 1, {**base, "batch": ctx.size(2, 16), "threads": cores,
                                         "precisions": ["fp32", "bf16", "bf16-deepspeed"],
                                         "out": str(ctx.work / "train-single.json")})
