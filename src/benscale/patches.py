@@ -529,7 +529,7 @@ def build_manifest(receipts: list[dict[str, Any]], opts: ExtractOptions) -> dict
             **({"classes43": list(label_tables().labels43)} if with43 else {}),
             "resampling": opts.resampling,
             "shard_size": opts.shard_size,
-            "layout": LAYOUTS[opts.compression][1],
+            "layout": LAYOUTS[opts.compression].record,
             "splits": splits}
 
 

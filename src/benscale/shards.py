@@ -29,7 +29,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import h5py
 import netCDF4
@@ -53,18 +53,26 @@ ZLIB_CHUNK: tuple[int, int, int, int] = (1, len(BAND_NAMES), PATCH_PX, PATCH_PX)
 ZLIB_LEVEL = 1
 #: Byte shuffle before zlib: uint16 high bytes compress far better when grouped.
 SHUFFLE = True
-#: ``--compression`` -> (xarray/netCDF4 encoding of ``reflectance``, the manifest's
-#: ``layout``), chosen by measurement (docs/shards.md, bench/shard_layout.py): ``none`` is
-#: contiguous and uncompressed (fastest to write and to read, sequentially or at random),
-#: ``zlib`` one zlib + shuffle chunk per patch. No ``_FillValue``: 0 and 65535 are valid raw
-#: values and netCDF4-python would otherwise mask 65535 on read.
-LAYOUTS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "none": ({"contiguous": True, "_FillValue": None},
-             {"compression": "none", "chunk": None}),
-    "zlib": ({"zlib": True, "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE,
-              "chunksizes": ZLIB_CHUNK, "_FillValue": None},
-             {"compression": "zlib", "chunk": list(ZLIB_CHUNK), "complevel": ZLIB_LEVEL,
-              "shuffle": SHUFFLE}),
+class Layout(NamedTuple):
+    """How ``reflectance`` is stored: its xarray/netCDF4 ``encoding``, and the ``record`` of
+    that choice the manifest keeps as ``layout``."""
+
+    encoding: dict[str, Any]
+    record: dict[str, Any]
+
+
+#: ``--compression`` -> its :class:`Layout`, chosen by measurement (docs/shards.md,
+#: bench/shard_layout.py): ``none`` is contiguous and uncompressed (fastest to write and to
+#: read, sequentially or at random), ``zlib`` one zlib + shuffle chunk per patch. No
+#: ``_FillValue``: 0 and 65535 are valid raw values and netCDF4-python would otherwise mask
+#: 65535 on read.
+LAYOUTS: dict[str, Layout] = {
+    "none": Layout(encoding={"contiguous": True, "_FillValue": None},
+                   record={"compression": "none", "chunk": None}),
+    "zlib": Layout(encoding={"zlib": True, "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE,
+                             "chunksizes": ZLIB_CHUNK, "_FillValue": None},
+                   record={"compression": "zlib", "chunk": list(ZLIB_CHUNK),
+                           "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE}),
 }
 COMPRESSIONS: tuple[str, ...] = tuple(LAYOUTS)
 DEFAULT_COMPRESSION = "none"
@@ -156,7 +164,7 @@ def _multi_hot_attrs(long_name: str) -> dict[str, Any]:
 
 def write_shard(dataset: xr.Dataset, target: Path, compression: str) -> dict[str, Any]:
     """Write ``dataset`` to ``target`` via a temporary file; return its size and sha256."""
-    encoding = {"reflectance": LAYOUTS[compression][0],
+    encoding = {"reflectance": LAYOUTS[compression].encoding,
                 "labels": labels_encoding(dataset.sizes["patch"], dataset.sizes["class"])}
     if "labels43" in dataset:
         encoding["labels43"] = labels_encoding(dataset.sizes["patch"], dataset.sizes["class43"])

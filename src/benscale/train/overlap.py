@@ -47,6 +47,12 @@ class Bucket:
     launched_at: float = 0.0
     offsets: list[int] = field(default_factory=list)
 
+    def slots(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
+        """Each parameter with its slice of ``flat``, shaped like the parameter."""
+        return [(p, self.flat[start:end].view(p.shape))
+                for p, start, end in zip(self.params, self.offsets, self.offsets[1:],
+                                         strict=False)]
+
 
 def plan_buckets(params: list[nn.Parameter], bucket_bytes: int = BUCKET_BYTES,
                  first_bucket_bytes: int = FIRST_BUCKET_BYTES) -> list[list[nn.Parameter]]:
@@ -107,10 +113,9 @@ class OverlappedAllReduce:
 
     def _launch(self, bucket: Bucket) -> None:
         if bucket.waiting_for:  # a parameter unused in this step's graph counts as zero (DDP)
-            for p, start, end in zip(bucket.params, bucket.offsets, bucket.offsets[1:],
-                                     strict=False):
+            for p, view in bucket.slots():
                 if p.grad is None:
-                    bucket.flat[start:end].zero_()
+                    view.zero_()
         bucket.launched_at = time.perf_counter()
         bucket.work = dist.all_reduce(bucket.flat, group=self.group, async_op=True)
         if not self.device_timing:
@@ -137,9 +142,7 @@ class OverlappedAllReduce:
                 seconds = bucket.work._get_duration() / 1e3  # noqa: SLF001 - torch's API
                 self.timer.record(bucket.launched_at, bucket.launched_at + seconds)
             bucket.flat.div_(self.world_size)
-            for p, start, end in zip(bucket.params, bucket.offsets, bucket.offsets[1:],
-                                     strict=False):
-                view = bucket.flat[start:end].view(p.shape)
+            for p, view in bucket.slots():
                 if p.grad is None:
                     p.grad = view.clone()
                 else:
