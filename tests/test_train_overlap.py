@@ -96,10 +96,9 @@ def _worker(rank: int, port: int, out: str) -> None:
         if name.startswith("8."):
             assert torch.equal(p.grad, torch.zeros_like(p)), name  # unused: averaged zeros
             continue
-        expected = p.grad.new_empty(p.shape).copy_(local[name] * 2)  # accumulated twice
-        expected_sum = expected.clone()
-        dist.all_reduce(expected_sum)  # what averaging must give: sum over ranks / 2
-        torch.testing.assert_close(p.grad, expected_sum / 2, rtol=1e-6, atol=1e-7)
+        total = local[name] * 2  # this rank's gradient, accumulated over two micro-steps
+        dist.all_reduce(total)  # what averaging must give: the sum over ranks / 2
+        torch.testing.assert_close(p.grad, total / 2, rtol=1e-6, atol=1e-7)
     assert len(timer.intervals) == len(reducer.buckets)
     assert all(end >= start for start, end in timer.intervals)
     if rank == 0:

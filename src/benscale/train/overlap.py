@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -41,11 +41,20 @@ class Bucket:
     """Parameters whose gradients travel together, and the flat buffer they travel in."""
 
     params: list[nn.Parameter]
+    offsets: list[int]
     flat: torch.Tensor
-    waiting_for: int = 0
+    waiting_for: int
     work: Any = None
     launched_at: float = 0.0
-    offsets: list[int] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, params: list[nn.Parameter]) -> Bucket:
+        """An empty bucket for ``params`` (one dtype and device), waiting for all of them."""
+        offsets = [0]
+        for p in params:
+            offsets.append(offsets[-1] + p.numel())
+        flat = torch.empty(offsets[-1], dtype=params[0].dtype, device=params[0].device)
+        return cls(params, offsets, flat, len(params))
 
     def slots(self) -> list[tuple[nn.Parameter, torch.Tensor]]:
         """Each parameter with its slice of ``flat``, shaped like the parameter."""
@@ -83,11 +92,7 @@ class OverlappedAllReduce:
         self.buckets: list[Bucket] = []
         self.slot_of: dict[int, tuple[Bucket, int]] = {}
         for members in plan_buckets(list(reversed(params)), bucket_bytes, first_bucket_bytes):
-            offsets = [0]
-            for p in members:
-                offsets.append(offsets[-1] + p.numel())
-            flat = torch.empty(offsets[-1], dtype=members[0].dtype, device=members[0].device)
-            bucket = Bucket(members, flat, len(members), offsets=offsets)
+            bucket = Bucket.of(members)
             self.slot_of.update({id(p): (bucket, slot) for slot, p in enumerate(members)})
             self.buckets.append(bucket)
         self.next_to_launch = 0
