@@ -164,17 +164,25 @@ def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     return t.cpu().tolist()
 
 
-def synthetic_steps(ctx: StepContext, batch: int, channels: int, classes: int, steps: int,
-                    seed: int = 0) -> PhaseTimes:
-    """Run ``steps`` micro-steps on random in-memory tensors (no loader, no files).
-
-    For benchmarks: the identical step, timers and engine as a real epoch, so a comparison
-    with a bare PyTorch loop measures benscale's overhead and nothing else. Call it once
-    for warm-up and discard that result.
-    """
+def synthetic_batch(batch: int, channels: int, classes: int, seed: int = 0
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of random 120 x 120 inputs and multi-hot labels (30 % positives)."""
     gen = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, channels, 120, 120, generator=gen)
     y = (torch.rand(batch, classes, generator=gen) < 0.3).float()
+    return x, y
+
+
+def synthetic_steps(ctx: StepContext, inputs: tuple[torch.Tensor, torch.Tensor],
+                    steps: int) -> PhaseTimes:
+    """Run ``steps`` micro-steps on one in-memory batch (:func:`synthetic_batch`).
+
+    For benchmarks: the identical step, timers and engine as a real epoch, so a comparison
+    with a bare PyTorch loop measures benscale's overhead and nothing else (the batch is
+    made once, outside, as the bare loop's is). Call it once for warm-up and discard that
+    result.
+    """
+    x, y = inputs
     times = PhaseTimes()
     train_micro_batches(ctx, ((x, y, None, None) for _ in range(steps)), times)
     return times

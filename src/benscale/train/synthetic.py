@@ -20,7 +20,7 @@ from benscale.bigearthnet import BAND_SETS
 from benscale.train import config as config_mod
 from benscale.train import engine
 from benscale.train.loop import build_context
-from benscale.train.steps import reduce_over_ranks, synthetic_steps
+from benscale.train.steps import reduce_over_ranks, synthetic_batch, synthetic_steps
 from benscale.train.timing import PhaseTimes
 
 
@@ -45,8 +45,10 @@ def measure(overrides: list[str], steps: int, warmup_steps: int = 2) -> dict[str
     ctx, ds_cfg = build_context(cfg, batches, max(steps // batches.grad_accumulation, 1), device)
     channels = len(BAND_SETS[cfg["bands"]])
     if warmup_steps:
-        synthetic_steps(ctx, batches.per_rank, channels, cfg["num_classes"], warmup_steps)
-    times = synthetic_steps(ctx, batches.per_rank, channels, cfg["num_classes"], steps, seed=1)
+        synthetic_steps(ctx, synthetic_batch(batches.per_rank, channels, cfg["num_classes"]),
+                        warmup_steps)
+    times = synthetic_steps(
+        ctx, synthetic_batch(batches.per_rank, channels, cfg["num_classes"], seed=1), steps)
     high, mean = reduce_over_ranks(times.values(), device)
     names = PhaseTimes.names()
     samples = steps * batches.per_rank * world.world_size
