@@ -227,28 +227,30 @@ def engine_pair_worker(rank: int, spec: dict[str, Any]) -> None:
     from benscale.train.steps import synthetic_batch, synthetic_steps
 
     device = _init(rank, 2, spec["port"], spec["threads"])
-    batch = spec["batch"]
     if spec["engine"] == "deepspeed":
-        ctx, per_rank = _benscale_ctx("fp32", batch, spec["steps"], device)
-
+        ctx, per_rank = _benscale_ctx("fp32", spec["batch"], spec["steps"], device)
         inputs = synthetic_batch(per_rank, CHANNELS, CLASSES)
 
         def run_steps(n: int) -> None:
             synthetic_steps(ctx, inputs, n)
+
+        def timeline() -> CommTimeline:
+            line = CommTimeline(ctx.engine.module)
+            ctx.comm.record = line.tap(ctx.comm.record)
+            return line
     else:
-        ddp = BareLoop(batch // dist.get_world_size(), "fp32", ddp=True)
+        ddp = BareLoop(spec["batch"] // dist.get_world_size(), "fp32", ddp=True)
         run_steps = ddp.steps
+
+        def timeline() -> CommTimeline:
+            line = CommTimeline(ddp.model)
+            ddp.model.register_comm_hook(None, line.ddp_hook(dist.get_world_size()))
+            return line
     run_steps(spec["warmup"])
     result: dict[str, Any] = {
         "s_per_step": [_block(run_steps, 1, True) for _ in range(spec["steps"])]}
     if spec["timeline"]:  # hooks only now, so that they cost the timed steps nothing
-        if spec["engine"] == "deepspeed":
-            line = CommTimeline(ctx.engine.module)
-            ctx.comm.record = line.tap(ctx.comm.record)
-        else:
-            line = CommTimeline(ddp.model)
-            ddp.model.register_comm_hook(None, line.ddp_hook(dist.get_world_size()))
-        result["timeline"] = _timeline(run_steps, line, TIMELINE_STEPS)
+        result["timeline"] = _timeline(run_steps, timeline(), TIMELINE_STEPS)
     if rank == 0:
         Path(spec["out"]).write_text(json.dumps(result))
     dist.barrier()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -41,6 +42,21 @@ def shared_dir() -> Path:
 def real_v1_samples(shared_dir: Path) -> Path:
     """The folder holding BigEarthNet-v1.0/ with three REAL v1 patches."""
     return shared_dir / "bigearthnet" / "samples" / "v1"
+
+
+#: Variables of an enclosing launcher that must not leak into the launchers tests start.
+LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
+               "MASTER_PORT", "GROUP_RANK", "BENSCALE_NODES")
+
+
+def launcher_env(**extra: str) -> dict[str, str]:
+    """This environment without any enclosing launcher's variables, one thread per rank,
+    and the venv's launchers (torchrun, mpiexec) first on PATH."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in LAUNCH_VARS and not k.startswith(("SLURM_", "PMI", "OMPI_"))}
+    env.update(OMP_NUM_THREADS="1",
+               PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}", **extra)
+    return env
 
 
 def run_cli(*argv: str) -> None:

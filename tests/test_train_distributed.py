@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import launcher_env
 
 from benscale.launch import free_port
 
@@ -26,16 +27,6 @@ EPOCHS = 2
 SETS = {"epochs": EPOCHS, "global_batch": 4, "limit_batches": 2, "workers": 0,
         "progress": "false", "seed": 11, "eval_batch_per_gpu": 16, "warmup_epochs": 0,
         "checkpoint.keep_last": 1, "test_on": "last"}
-#: Variables of an enclosing launcher that must not leak into the launchers we start.
-LAUNCH_VARS = ("RANK", "WORLD_SIZE", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "MASTER_ADDR",
-               "MASTER_PORT", "GROUP_RANK", "BENSCALE_NODES")
-
-
-def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items()
-           if k not in LAUNCH_VARS and not k.startswith(("SLURM_", "PMI", "OMPI_"))}
-    env.update(OMP_NUM_THREADS="1", PATH=f"{BIN}{os.pathsep}{env.get('PATH', '')}", **extra)
-    return env
 
 
 def _train_args(shards: Path, out: Path, **overrides: object) -> list[str]:
@@ -60,7 +51,8 @@ def single(shards: Path, out: Path, **overrides: object) -> list[str]:
 
 
 def run_ok(argv: list[str], timeout: float = 400) -> None:
-    proc = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(argv, env=launcher_env(), capture_output=True, text=True,
+                          timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
 
 
@@ -183,7 +175,7 @@ def test_kill_one_rank_fails_the_job_and_resume_is_bit_exact(torchrun_run: Path,
                                                             tmp_path: Path) -> None:
     out = tmp_path / "run"
     token = uuid.uuid4().hex
-    proc = subprocess.Popen(torchrun(shards, out), env=_env(BENSCALE_TEST_TOKEN=token),
+    proc = subprocess.Popen(torchrun(shards, out), env=launcher_env(BENSCALE_TEST_TOKEN=token),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             start_new_session=True)
     try:

@@ -8,12 +8,12 @@ epoch time, and at world size 2 gradient communication must have been measured.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from conftest import launcher_env
 
 from benscale.launch import free_port
 
@@ -32,12 +32,10 @@ with open(f"{sys.argv[1]}/rank{rank}.json", "w") as fh:
 def test_measure_reports_rank_reduced_phases_at_world_size_2(tmp_path: Path) -> None:
     script = tmp_path / "measure.py"
     script.write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items()
-           if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
-    env["OMP_NUM_THREADS"] = "1"
     proc = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node=2",
                            f"--master_port={free_port()}", str(script), str(tmp_path)],
-                          env=env, capture_output=True, text=True, timeout=280, check=False)
+                          env=launcher_env(), capture_output=True, text=True, timeout=280,
+                          check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
     first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
     del first["world"], second["world"]  # rank-specific; the figures are not
