@@ -3,7 +3,7 @@
 #   -> study.json -> report
 # The rules live in workflow/rules/*.smk (Snakemake's standard layout).
 # Every rule calls one `benscale <stage>`; the planning of the points (batches, launchers,
-# Slurm resources) is benscale.scaling, so `benscale scaling points` shows the same plan.
+# Slurm resources) is benscale.study, so `benscale study points` shows the same plan.
 import os
 
 

@@ -19,8 +19,16 @@ import traceback
 from pathlib import Path
 from types import ModuleType
 
-from bench.common import (CACHE_DIR, DOCS_PATH, RESULTS_DIR, Context, benchmark_record,
-                          run_record, save_results, update_docs)
+from bench.common import (
+    CACHE_DIR,
+    DOCS_PATH,
+    RESULTS_DIR,
+    Context,
+    benchmark_record,
+    run_record,
+    save_results,
+    update_docs,
+)
 
 #: Benchmarks in the order ``all`` runs them; main_job (minutes) last.
 BENCHMARKS: tuple[str, ...] = ("index_build", "extract", "loader", "train_step", "main_job")

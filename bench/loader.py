@@ -41,8 +41,7 @@ BATCH = 32
 def shards(ctx: Context, n: int) -> Path:
     """Extract the benchmark archive once (cached beside it); returns the shards folder."""
     from benscale.cli import main
-
-    from benscale.shards import DEFAULT_COMPRESSION
+    from benscale.files.shards import DEFAULT_COMPRESSION
 
     root = patch_archive(ctx.work / f"patches-{n}", n)
     out = ctx.work / f"shards-{n}-{DEFAULT_COMPRESSION}"
@@ -72,22 +71,23 @@ def memcpy_floor(n: int, sample_bytes: int) -> Any:
 
 def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     """Measure the loader figures (module docstring)."""
-    from benscale.shards import ShardSet
-    from benscale.train.data import Layout, PatchDataset, loader, train_batches
+    from benscale.files.batches import BatchSplit
+    from benscale.files.shards import ShardSet
+    from benscale.train.data import DatasetOptions, PatchDataset, loader, train_batches
 
     n = ctx.size(12, 2000)
     data = shards(ctx, n)
-    dataset = PatchDataset(data, "train", BAND_NAMES, train=True, seed=0, augment=True)
+    dataset = PatchDataset(data, "train", DatasetOptions(BAND_NAMES, 19, seed=0, augment=True))
     n_train = len(dataset)
     batch = min(BATCH, n_train)
-    layout = Layout(rank=0, world_size=1, per_rank=batch, grad_accumulation=1)
+    split = BatchSplit(global_batch=batch, per_rank=batch, grad_accumulation=1)
     workers_all = os.cpu_count() or 1
 
     def epoch(workers: int) -> Any:
         def run() -> float:
             count = 0
-            for x, *_ in loader(dataset, train_batches(n_train, layout, 0, 0), workers,
-                                    pin_memory=False):
+            order = train_batches(n_train, split, rank=0, world_size=1, seed=0, epoch=0)
+            for x, *_ in loader(dataset, order, workers, pin_memory=False):
                 count += x.shape[0]
             return count
         return run

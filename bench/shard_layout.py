@@ -27,8 +27,8 @@ import numpy as np
 from rasterio.enums import Resampling
 
 from benscale.bigearthnet import BAND_NAMES, PATCH_PX
-from benscale.patches import read_patch
-from benscale.shards import memory_map
+from benscale.extract.read import read_patch
+from benscale.files.shards import memory_map
 
 SHARED = Path(os.environ.get("BENSCALE_SHARED", Path(__file__).resolve().parents[2] / "shared"))
 SAMPLES = SHARED / "bigearthnet/samples/v1/BigEarthNet-v1.0"

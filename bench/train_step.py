@@ -4,8 +4,9 @@ Same model (``benscale.train.model.build_model``: torchvision ResNet-50, 12 band
 classes), same batch, optimizer (SGD momentum 0.9, weight decay 1e-4), loss
 (BCE-with-logits), random in-memory tensors, same intra-op threads:
 
-* single process, fp32 and bf16: ``benscale.train.steps.synthetic_steps`` (the real step of
-  an epoch through the real DeepSpeed engine and its phase timers) vs a bare loop
+* single process, fp32 and bf16: ``benscale.train.steps.train_micro_batches`` on in-memory
+  batches (the real step of an epoch through the real DeepSpeed engine and its phase
+  timers) vs a bare loop
   (``zero_grad / forward / backward / step``); bf16 is ``torch.autocast`` in both
   (benscale's ``precision: bf16``), and DeepSpeed's bf16 mode (``bf16-deepspeed``: bf16
   weights) is measured against the same bare loop as a third figure;
@@ -53,15 +54,13 @@ def _init(rank: int, world_size: int, port: int, threads: int) -> Any:
     """Process group through benscale's own launch discovery and DeepSpeed init."""
     import torch
 
-    from benscale import launch
-    from benscale.train import engine
+    from benscale.train import engine, world
 
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world_size),
                        "LOCAL_RANK": str(rank), "LOCAL_WORLD_SIZE": str(world_size),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(threads)
-    world = launch.discover()
-    _backend, device = engine.init_distributed(world, timeout_s=600)
+    _backend, device = engine.init_distributed(world.discover(), timeout_s=600)
     return device
 
 
@@ -69,14 +68,32 @@ def _benscale_ctx(precision: str, global_batch: int, steps: int, device: Any) ->
     import torch.distributed as dist
 
     from benscale.train import config as config_mod
-    from benscale.train.config import resolve_batches
-    from benscale.train.loop import build_context
+    from benscale.train.steps import build_step_context
 
     cfg = config_mod.load(None, [f"precision={precision}", f"global_batch={global_batch}",
                                  "warmup_epochs=0", "epochs=1000"])
-    batches = resolve_batches(cfg, dist.get_world_size())
-    ctx, _ = build_context(cfg, batches, steps_per_epoch=1000, device=device)
+    batches = cfg.batches(dist.get_world_size())
+    ctx, _ = build_step_context(cfg, batches, steps_per_epoch=1000, device=device)
     return ctx, batches.per_rank
+
+
+def synthetic_batch(batch: int, seed: int = 0) -> Any:
+    """One batch of random 120 x 120 inputs and multi-hot labels (30 % positives)."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, CHANNELS, PX, PX, generator=gen)
+    y = (torch.rand(batch, CLASSES, generator=gen) < 0.3).float()
+    return x, y
+
+
+def synthetic_steps(ctx: Any, inputs: Any, steps: int) -> None:
+    """``steps`` micro-steps of benscale's real step (engine, timers) on one in-memory
+    batch, made once outside, as the bare loop's is."""
+    from benscale.train.steps import PhaseTimes, train_micro_batches
+
+    x, y = inputs
+    train_micro_batches(ctx, ((x, y, None, None) for _ in range(steps)), PhaseTimes())
 
 
 class BareLoop:
@@ -197,8 +214,6 @@ def _block(fn: Any, steps: int, distributed: bool) -> float:
 
 def single_worker(rank: int, spec: dict[str, Any]) -> None:
     """World size 1: benscale's step vs the bare loop, per precision, alternating."""
-    from benscale.train.steps import synthetic_batch, synthetic_steps
-
     device = _init(rank, 1, spec["port"], spec["threads"])
     batch, steps = spec["batch"], spec["steps"]
     result: dict[str, Any] = {}
@@ -206,7 +221,7 @@ def single_worker(rank: int, spec: dict[str, Any]) -> None:
         ctx, per_rank = _benscale_ctx(precision, batch, steps, device)
         bare = BareLoop(batch, precision, ddp=False)
 
-        inputs = synthetic_batch(per_rank, CHANNELS, CLASSES)
+        inputs = synthetic_batch(per_rank)
 
         def ours(n: int, ctx: Any = ctx, inputs: Any = inputs) -> None:
             synthetic_steps(ctx, inputs, n)
@@ -224,12 +239,10 @@ def engine_pair_worker(rank: int, spec: dict[str, Any]) -> None:
     """
     import torch.distributed as dist
 
-    from benscale.train.steps import synthetic_batch, synthetic_steps
-
     device = _init(rank, 2, spec["port"], spec["threads"])
     if spec["engine"] == "deepspeed":
         ctx, per_rank = _benscale_ctx("fp32", spec["batch"], spec["steps"], device)
-        inputs = synthetic_batch(per_rank, CHANNELS, CLASSES)
+        inputs = synthetic_batch(per_rank)
 
         def run_steps(n: int) -> None:
             synthetic_steps(ctx, inputs, n)
@@ -332,7 +345,7 @@ def _alternate(fns: dict[str, Any], spec: dict[str, Any], distributed: bool
 def _spawn(fn: Any, nprocs: int, spec: dict[str, Any]) -> dict[str, Any]:
     import torch.multiprocessing as mp
 
-    from benscale.launch import free_port
+    from benscale.train.world import free_port
 
     spec = {**spec, "port": free_port()}
     mp.spawn(fn, args=(spec,), nprocs=nprocs, join=True)

@@ -16,10 +16,9 @@ import rasterio
 import zstandard
 from conftest import run_cli
 
-from benscale.bigearthnet import (BAND_NAMES, SPLITS, V1_LIST_COUNTS, V2_SPLIT_COUNTS,
-                                  label_tables)
+from benscale.bigearthnet import BAND_NAMES, SPLITS, V1_LIST_COUNTS, V2_SPLIT_COUNTS, label_tables
+from benscale.files.shards import ShardSet
 from benscale.ingest import deterministic_split, ingest, read_v1_lists
-from benscale.shards import ShardSet
 
 N = 40
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benscale import launch
 from benscale.errors import ConfigError
+from benscale.train import world as launch
 
 
 @pytest.mark.parametrize(("hostlist", "hosts"), [

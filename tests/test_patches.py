@@ -387,7 +387,7 @@ def test_bad_options(real_v1_samples: Path, tmp_path: Path) -> None:
 
 def test_synth_ingest_extract_round_trip(tiny_shards: Path) -> None:
     """The shared `tiny_shards` fixture (synth -> ingest -> extract): nothing lost."""
-    from benscale.shards import ShardSet
+    from benscale.files.shards import ShardSet
 
     shards = tiny_shards
     index = pd.read_parquet(shards.parent / "index" / "index.parquet")

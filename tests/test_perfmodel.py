@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from benscale import perfmodel
 from benscale.errors import ConfigError
-from benscale.perfmodel import Link, System, Workload
+from benscale.report import perfmodel
+from benscale.report.perfmodel import Link, System, Workload
 
 
 def _system(**kw: object) -> System:

@@ -9,25 +9,30 @@ import re
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 import pytest
+import yaml
 from conftest import skip_unless_ci
 from PIL import Image
 
 from benscale.cli import main
 from benscale.errors import ConfigError
+from benscale.files.run import (
+    EPOCH_COLUMNS,
+    BatchRecord,
+    BestEpoch,
+    RunRecord,
+    HoldoutEvaluation,
+    WorldRecord,
+)
+from benscale.files.study import Point, StudyConfig, StudyDocument, StudyMachine
+from benscale.provenance import GitState, MachineInfo, Provenance
 from benscale.report.load import load_study
 from benscale.report.references import bounds, evaluate, load_reference
 from benscale.report.tables import runs_table, scaling_table
 
-COLUMNS = ("epoch", "world_size", "nodes", "global_batch", "epoch_time_s", "data_time_s",
-           "compute_time_s", "comm_time_s", "optimizer_time_s", "epoch_time_s_mean",
-           "data_time_s_mean", "compute_time_s_mean", "comm_time_s_mean",
-           "optimizer_time_s_mean", "samples_per_s", "train_loss", "val_loss",
-           "val_map_micro", "val_map_macro", "val_f1_micro", "val_f1_macro",
-           "val_precision_micro", "val_recall_micro", "lr", "steps", "samples")
+REPO = Path(__file__).resolve().parents[1]
 
 #: (mode, nodes, repeat) -> (epoch times, samples/s per epoch, test macro mAP)
 RUNS: dict[tuple[str, int, int], tuple[list[float], list[float], float]] = {
@@ -43,52 +48,53 @@ VAL_F1_MACRO = [0.2, 0.4, 0.3]  # best at epoch 2, unlike the mAP
 GPN = 2
 
 
-def _point(mode: str, nodes: int, repeat: int) -> dict[str, Any]:
+def _point(mode: str, nodes: int, repeat: int) -> Point:
     world = nodes * GPN
     gb = 32 if mode == "strong" else 16 * world
     name = f"{mode}-n{nodes}-r{repeat}"
-    return {"name": name, "mode": mode, "nodes": nodes, "gpus_per_node": GPN,
-            "repeat": repeat, "world_size": world, "global_batch": gb,
-            "batch_per_gpu": gb // world, "run_dir": f"runs/{name}",
-            "log": f"logs/train/{name}.log"}
+    return Point(name, mode, nodes, GPN, repeat, world, gb, gb // world, f"runs/{name}",
+                 f"logs/train/{name}.log")
 
 
-def _write_run(study_dir: Path, point: dict[str, Any], times: list[float],
+def _record(point: Point, status: str, test_map: float) -> RunRecord:
+    """A run.json as benscale train writes it, with known values."""
+    prov = Provenance(date_utc="2026-01-01T00:00:00+00:00", git=GitState("abc123", False),
+                      packages={"torch": "2.14.1"},
+                      machine=MachineInfo("hostA", "Linux", "3.11", "Test CPU", 2, 8.0, ()),
+                      slurm={"SLURM_JOB_ID": "4242"}, config_hash="f" * 64,
+                      slurm_job_id="4242")
+    world = WorldRecord(point.world_size, point.nodes, GPN, ("hostA",), "mpi", "gloo", "cpu",
+                        True, "127.0.0.1", 29500, ("hostA",) * point.world_size)
+    test = HoldoutEvaluation(test_map, test_map, 0.1, 0.2, 0.3, 0.3, 0.5, 40, "epoch-0003", "best")
+    config = {"precision": "fp32", "zero_stage": 0, "bands": "s2-12", "num_classes": 19,
+              "epochs": 3, "seed": 42, "tags": {"point": point.name}}
+    return RunRecord(config=config, world=world,
+                     batches=BatchRecord(point.global_batch, point.batch_per_gpu, 1, 4),
+                     provenance=prov, status=status, test=test if status == "ok" else None,
+                     best=BestEpoch(3, 0.6), tags={"point": point.name}, deepspeed_config={})
+
+
+def _write_run(study_dir: Path, point: Point, times: list[float],
                rates: list[float], test_map: float, status: str = "ok") -> None:
-    run = study_dir / point["run_dir"]
+    run = study_dir / point.run_dir
     run.mkdir(parents=True)
     rows = []
     for i, (t, x) in enumerate(zip(times, rates, strict=True)):
         parts = {"data_time_s": 0.1 * t, "compute_time_s": 0.6 * t, "comm_time_s": 0.2 * t,
                  "optimizer_time_s": 0.05 * t}
-        rows.append({"epoch": i + 1, "world_size": point["world_size"], "nodes": point["nodes"],
-                     "global_batch": point["global_batch"], "epoch_time_s": t, **parts,
+        rows.append({"epoch": i + 1, "world_size": point.world_size, "nodes": point.nodes,
+                     "global_batch": point.global_batch, "epoch_time_s": t, **parts,
                      "epoch_time_s_mean": t, **{f"{k}_mean": v for k, v in parts.items()},
                      "samples_per_s": x, "train_loss": 0.7 - 0.1 * i, "val_loss": 0.6,
                      "val_map_micro": VAL_MAP[i], "val_map_macro": VAL_MAP[i],
                      "val_f1_micro": 0.3, "val_f1_macro": VAL_F1_MACRO[i],
                      "val_precision_micro": 0.3,
                      "val_recall_micro": 0.3, "lr": 0.1, "steps": 4,
-                     "samples": 4 * point["global_batch"]})
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(run / "epochs.csv", index=False)
+                     "samples": 4 * point.global_batch})
+    pd.DataFrame(rows, columns=EPOCH_COLUMNS).to_csv(run / "epochs.csv", index=False)
     (run / "per_class_ap.csv").write_text("epoch,class,ap\n1,Urban fabric,0.5\n")
     (run / "mllog.jsonl").write_text('{"key": "run_start"}\n')
-    run_json = {
-        "config": {"precision": "fp32", "zero_stage": 0, "tags": {"point": point["name"]}},
-        "world": {"world_size": point["world_size"], "nodes": point["nodes"],
-                  "gpus_per_node": GPN, "hosts": ["hostA"], "launcher": "mpiexec",
-                  "backend": "gloo", "device": "cpu"},
-        "provenance": {"git": {"commit": "abc123", "dirty": False}, "config_hash": "f" * 64,
-                       "date_utc": "2026-01-01T00:00:00+00:00",
-                       "packages": {"torch": "2.14.1"},
-                       "machine": {"hostname": "hostA", "cpu_model": "Test CPU",
-                                   "cpu_count": 2, "gpus": []},
-                       "slurm": {"SLURM_JOB_ID": "4242"}},
-        "status": status, "test": {"map_macro": test_map, "map_micro": test_map,
-                                   "f1_macro": 0.1, "f1_micro": 0.2,
-                                   "checkpoint": "epoch-0003"},
-    }
-    (run / "run.json").write_text(json.dumps(run_json))
+    _record(point, status, test_map).write(run)
 
 
 def make_study(root: Path, failed: bool = True) -> Path:
@@ -105,17 +111,20 @@ def make_study(root: Path, failed: bool = True) -> Path:
         crashed = _point("weak", 4, 0)
         _write_run(study_dir, crashed, [8.0], [150.0], 0.0, status="failed")
         points.append(crashed)
-        log = study_dir / crashed["log"]
+        log = study_dir / crashed.log
         log.parent.mkdir(parents=True, exist_ok=True)
         log.write_text("starting\nRuntimeError: rank 3 died (simulated)\n")
-    doc = {"study": "hand", "config": {"study": {"name": "hand"},
-                                       "train": {"precision": "fp32"},
-                                       "launcher": {"threads_per_proc": 1},
-                                       "machine": {"name": "local-cpu"}},
-           "machine": {"name": "local-cpu", "description": "hand-made test machine"},
-           "points": points}
-    (study_dir / "study.json").write_text(json.dumps(doc))
+    _document("hand", points).write(study_dir / "study.json")
     return study_dir / "study.json"
+
+
+def _document(name: str, points: list[Point]) -> StudyDocument:
+    config = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    config["study"]["name"] = name
+    machine = StudyMachine("local-cpu", "hand-made test machine", "mpiexec", "hostA",
+                           "Test CPU", GitState("abc123", False), {"torch": "2.14.1"})
+    return StudyDocument(name, StudyConfig.from_dict(config), machine,
+                         "2026-01-01T00:00:00+00:00", tuple(points))
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +187,7 @@ def test_runs_table(report: Path) -> None:
     assert r["test_map_macro"] == 0.52
     assert r["compute_time_s"] == pytest.approx(0.6 * 5.0)
     assert r["slurm_job_id"] == 4242 and r["git_commit"] == "abc123"
+    assert r["hosts"] == "hostA" and r["backend"] == "gloo"
     assert r["precision"] == "fp32" and r["zero_stage"] == 0
     assert (runs["status"] == "ok").sum() == 6
 
@@ -275,9 +285,7 @@ def test_perfmodel_section(report: Path) -> None:
 def test_all_failed_study(tmp_path: Path) -> None:
     study_dir = tmp_path / "s"
     (study_dir).mkdir()
-    p = _point("strong", 1, 0)
-    (study_dir / "study.json").write_text(json.dumps(
-        {"study": "dead", "config": {}, "machine": {"name": "local-cpu"}, "points": [p]}))
+    _document("dead", [_point("strong", 1, 0)]).write(study_dir / "study.json")
     assert main(["report", "--study", str(study_dir / "study.json"),
                  "--out", str(tmp_path / "r")]) == 0
     assert "no run directory" in (tmp_path / "r" / "index.html").read_text()

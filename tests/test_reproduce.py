@@ -5,7 +5,6 @@ reproduction from the bundle."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -13,8 +12,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from benscale import reproduce, scaling
 from benscale.cli import main
+from benscale.files.study import StudyConfig
+from benscale.study import study_document
+from benscale.study.reproduce import Bundle, run_point
 
 pytestmark = pytest.mark.slow
 
@@ -32,13 +33,13 @@ def real_study(tiny_shards: Path, repo_dir: Path,
     """results/real/study.json with both points trained for real."""
     study_dir = tmp_path_factory.mktemp("real") / "results" / "demo"
     study_dir.mkdir(parents=True)
-    doc = scaling.study_document(_config(repo_dir))
-    (study_dir / "study.json").write_text(json.dumps(doc))
-    doc["_base"] = str(study_dir)
-    for point in doc["points"]:
-        rc = reproduce.run_point(doc, point, tiny_shards, study_dir, use_recorded=False)
-        log = (study_dir / point["log"]).read_text()[-3000:]
-        assert rc == 0, f"{point['name']} failed:\n{log}"
+    doc = study_document(StudyConfig.from_dict(_config(repo_dir)))
+    doc.write(study_dir / "study.json")
+    bundle = Bundle(doc, study_dir)
+    for point in doc.points:
+        rc = run_point(bundle, point, tiny_shards, study_dir, use_recorded=False)
+        log = (study_dir / point.log).read_text()[-3000:]
+        assert rc == 0, f"{point.name} failed:\n{log}"
     return study_dir / "study.json"
 
 

@@ -15,7 +15,7 @@ import xarray as xr
 from benscale.bigearthnet import BAND_NAMES, label_tables
 from benscale.cli import main
 from benscale.errors import DataError
-from benscale.shards import COMPRESSIONS, ShardSet, load_manifest, load_stats, stats_arrays
+from benscale.files.shards import COMPRESSIONS, MANIFEST_NAME, BandStats, Manifest, ShardSet
 
 
 def _labels19(folder: Path) -> list[str]:
@@ -93,7 +93,7 @@ def test_layout_as_recorded_and_read_without_whole_shards(shards: Path) -> None:
     """The layout promise: uncompressed shards are contiguous and memory-mapped (a patch is
     one copy of its bytes); compressed ones hold one HDF5 chunk per patch, never the whole
     shard; the manifest says which."""
-    layout = load_manifest(shards)["layout"]
+    layout = Manifest.read(shards).layout
     with netCDF4.Dataset(shards / "train/shard-00000.nc") as nc:
         chunking = nc.variables["reflectance"].chunking()
         filters = nc.variables["reflectance"].filters()
@@ -111,36 +111,37 @@ def test_layout_as_recorded_and_read_without_whole_shards(shards: Path) -> None:
         assert not mapped  # read chunk by chunk through netCDF4
 
 
-def test_load_stats_in_requested_order(shards: Path) -> None:
+def test_stats_exact_and_in_requested_order(shards: Path) -> None:
     _, refl, _ = _reference(shards)
-    stats = load_stats(shards, bands=("B12", "B01"))
-    assert list(stats) == ["B12", "B01"]
+    stats = BandStats.read(shards)
+    assert list(stats.bands) == list(BAND_NAMES)
     data = refl.astype(np.float64)
-    assert stats["B12"][0] == pytest.approx(data[:, 11].mean(), rel=1e-13)
-    assert stats["B01"][1] == pytest.approx(data[:, 0].std(), rel=1e-12)
-    mean, std = stats_arrays(stats)
+    assert stats.bands["B12"].mean == pytest.approx(data[:, 11].mean(), rel=1e-13)
+    assert stats.bands["B01"].std == pytest.approx(data[:, 0].std(), rel=1e-12)
+    mean, std = stats.normalisation(("B12", "B01"))
     assert mean.shape == std.shape == (2, 1, 1) and mean.dtype == np.float32
-    assert list(load_stats(shards)) == list(BAND_NAMES)
+    assert mean[0, 0, 0] == np.float32(stats.bands["B12"].mean)
+    assert std[1, 0, 0] == np.float32(stats.bands["B01"].std)
 
 
 def test_reader_errors_name_the_file(shards: Path, tmp_path: Path) -> None:
     with pytest.raises(DataError, match="manifest.json: not found"):
-        load_manifest(tmp_path)
+        Manifest.read(tmp_path)
     with pytest.raises(DataError, match="no split 'test'"):
         ShardSet(shards, "test")
     with pytest.raises(DataError, match="unknown band"):
         ShardSet(shards, "train", bands=("B10",))
     with pytest.raises(DataError, match="unknown band"):
-        load_stats(shards, bands=("B10",))
+        BandStats.read(shards).normalisation(("B10",))
 
 
 def test_manifest_layout_that_the_file_contradicts(real_v1_samples: Path,
                                                    tmp_path: Path) -> None:
     """A manifest saying `none` over zlib shards fails on the first read, naming the file."""
     shards = _extract_real(tmp_path, real_v1_samples, "zlib")
-    manifest = load_manifest(shards)
+    manifest = json.loads((shards / MANIFEST_NAME).read_text())
     manifest["layout"]["compression"] = "none"
-    (shards / "manifest.json").write_text(json.dumps(manifest))
+    (shards / MANIFEST_NAME).write_text(json.dumps(manifest))
     ds = ShardSet(shards, "train")
     with pytest.raises(DataError, match=r"shard-00000.nc: reflectance is not stored "
                                         r"uncompressed and contiguous"):

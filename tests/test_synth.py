@@ -12,8 +12,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
+from conftest import run_cli
 
-from benscale import synth
 from benscale.bigearthnet import (
     BAND_NAMES,
     BANDS,
@@ -25,7 +25,9 @@ from benscale.bigearthnet import (
     V2_PATCH_ID_PATTERN,
     label_tables,
 )
-from conftest import run_cli
+from benscale.synth.pixels import render_patch
+from benscale.synth.plan import plan_patches
+from benscale.synth.tiff import write_band
 
 N = 40
 
@@ -164,10 +166,10 @@ def test_same_seed_same_bytes(tmp_path: Path, fmt: str) -> None:
 def test_templates_are_gdal_bytes(tmp_path: Path) -> None:
     """A template-rendered band is byte-identical to rasterio writing it directly."""
     rng = np.random.default_rng(0)
-    patch = synth.plan_patches(3, "v2", rng)[0]
-    pixels = synth.render_patch(patch, rng)["B05"]
+    patch = plan_patches(3, "v2", rng)[0]
+    pixels = render_patch(patch, rng)["B05"]
     ours = tmp_path / "ours.tif"
-    synth.write_band(ours, pixels, patch, nodata=0)
+    write_band(ours, pixels, patch, nodata=0)
     direct = tmp_path / "direct.tif"
     from rasterio.transform import from_origin
     with rasterio.open(direct, "w", driver="GTiff", width=60, height=60, count=1,
@@ -186,10 +188,10 @@ def test_signal_is_learnable() -> None:
     from sklearn.metrics import average_precision_score
 
     rng = np.random.default_rng(11)
-    patches = [p for p in synth.plan_patches(240, "v2", rng) if p.condition == "clear"]
+    patches = [p for p in plan_patches(240, "v2", rng) if p.condition == "clear"]
     x = []
     for p in patches:
-        bands = synth.render_patch(p, rng)
+        bands = render_patch(p, rng)
         feats = [bands[b].astype(float) for b in ("B02", "B03", "B04", "B08")]
         x.append([f.mean() for f in feats] + [np.abs(np.diff(f, axis=1)).mean() for f in feats]
                  + [bands[b].mean() for b in ("B05", "B06", "B07", "B8A", "B11", "B12")])

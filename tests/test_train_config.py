@@ -11,6 +11,7 @@ from conftest import build_dataset
 
 from benscale.cli import main
 from benscale.errors import ConfigError
+from benscale.files.batches import BatchSplit
 from benscale.train import config
 
 FAST = ["--set", "global_batch=4", "--set", "workers=0", "--set", "progress=false"]
@@ -31,21 +32,23 @@ def _fails(capsys: pytest.CaptureFixture[str], *argv: object) -> str:
 def test_defaults_validate_and_overrides_parse_as_yaml() -> None:
     cfg = config.load(None, ["optimizer.lr=1e-3", "tags.study=s1", "limit_batches=null",
                              "step_decay.milestones=[2, 4]"])
-    assert cfg["optimizer"]["lr"] == pytest.approx(1e-3)
-    assert cfg["tags"] == {"study": "s1"} and cfg["limit_batches"] is None
-    assert cfg["step_decay"]["milestones"] == [2, 4]
+    assert cfg.optimizer.lr == pytest.approx(1e-3)
+    assert cfg.tags == {"study": "s1"} and cfg.limit_batches is None
+    assert cfg.step_decay.milestones == (2, 4)
+    with pytest.raises(AttributeError):
+        cfg.epochs = 3  # frozen: a config does not change after it has been checked
 
 
 def test_config_file_in_repo_is_valid(repo_dir: Path) -> None:
     cfg = config.load(repo_dir / "config" / "train.yaml")
-    assert cfg["num_classes"] == 19
+    assert cfg.num_classes == 19
 
 
 def test_exactly_one_batch_mode() -> None:
     with pytest.raises(ConfigError, match="exactly one of global_batch"):
         config.load(None, ["batch_per_gpu=8"])
     cfg = config.load(None, ["global_batch=null", "batch_per_gpu=8", "grad_accumulation=2"])
-    assert config.resolve_batches(cfg, 4) == config.Batches(64, 8, 2)
+    assert cfg.batches(4) == BatchSplit(64, 8, 2)
 
 
 def test_unknown_key_fails_before_training(capsys: pytest.CaptureFixture[str], shards: Path,
@@ -108,6 +111,6 @@ def test_43_classes_need_43_class_shards(capsys: pytest.CaptureFixture[str],
 def test_channels_last_is_refused_only_with_deepspeed_bf16_weights() -> None:
     with pytest.raises(ConfigError, match="channels_last with precision bf16-deepspeed"):
         config.load(None, ["precision=bf16-deepspeed", "channels_last=true"])
-    assert config.load(None, ["precision=bf16", "channels_last=true"])["channels_last"]
+    assert config.load(None, ["precision=bf16", "channels_last=true"]).channels_last
     with pytest.raises(ConfigError, match="precision"):
         config.load(None, ["precision=fp16"])

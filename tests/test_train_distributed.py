@@ -20,7 +20,7 @@ import pytest
 import torch
 from conftest import launcher_env
 
-from benscale.launch import free_port
+from benscale.train.world import free_port
 
 BIN = Path(sys.executable).parent
 EPOCHS = 2

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import build_dataset
 
-from benscale.shards import ShardSet
+from benscale.files.shards import ShardSet
 from benscale.train.metrics import frequency_baseline_map_macro
 
 #: Macro mAP points above the baseline that count as "clearly learned".

@@ -16,14 +16,18 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from benscale.launch import free_port
+from benscale.files.batches import BatchSplit
 from benscale.train import config as config_mod
-from benscale.train.config import Batches
 from benscale.train.engine import ds_config
 from benscale.train.model import build_model
-from benscale.train.overlap import (BUCKET_BYTES, FIRST_BUCKET_BYTES, OverlappedAllReduce,
-                                    plan_buckets)
+from benscale.train.overlap import (
+    BUCKET_BYTES,
+    FIRST_BUCKET_BYTES,
+    OverlappedAllReduce,
+    plan_buckets,
+)
 from benscale.train.timing import CommTimer, union_seconds
+from benscale.train.world import free_port
 
 
 def test_union_counts_overlapping_intervals_once() -> None:
@@ -44,7 +48,7 @@ def test_buckets_of_resnet50_follow_ddp_caps_in_reverse_order() -> None:
 
 
 def test_deepspeed_config_per_precision() -> None:
-    batches = Batches(8, 4, 1)
+    batches = BatchSplit(8, 4, 1)
     fp32 = ds_config(config_mod.load(None, ["precision=fp32"]), batches)
     autocast = ds_config(config_mod.load(None, ["precision=bf16"]), batches)
     native = ds_config(config_mod.load(None, ["precision=bf16-deepspeed"]), batches)

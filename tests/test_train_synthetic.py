@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from conftest import launcher_env
 
-from benscale.launch import free_port
+from benscale.train.world import free_port
 
 BIN = Path(sys.executable).parent
 SCRIPT = """

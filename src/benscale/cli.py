@@ -18,11 +18,12 @@ from benscale.errors import BenscaleError
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("benscale.synth", "write a learnable synthetic archive in the exact published layout"),
     "ingest": ("benscale.ingest", "validate a BigEarthNet archive and write index.parquet"),
-    "extract": ("benscale.patches", "resample, stack and write sharded netCDF4 + band statistics"),
+    "extract": ("benscale.extract", "resample, stack and write sharded netCDF4 + band statistics"),
     "train": ("benscale.train", "train ResNet-50 with DeepSpeed data parallelism"),
-    "scaling": ("benscale.scaling", "plan the points of a scaling study"),
+    "study": ("benscale.study", "plan the points of a scaling study and write study.json"),
     "report": ("benscale.report", "tables, figures and the HTML report of a study"),
-    "reproduce": ("benscale.reproduce", "re-run a study bundle and compare with the original"),
+    "reproduce": ("benscale.study.reproduce",
+                  "re-run a study bundle and compare with the original"),
 }
 
 

@@ -8,6 +8,7 @@ import os
 import platform
 import socket
 import subprocess
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -27,7 +28,45 @@ SLURM_KEYS: tuple[str, ...] = (
 )
 
 
-def git_commit(start: str | Path | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class GitState:
+    """The commit of the benscale checkout, and whether it had local edits (None: unknown,
+    e.g. an installed package outside a git checkout)."""
+
+    commit: str | None
+    dirty: bool | None
+
+
+@dataclass(frozen=True)
+class MachineInfo:
+    """One host: name, OS, Python, CPU, cores, memory, visible GPUs."""
+
+    hostname: str
+    os: str
+    python: str
+    cpu_model: str
+    cpu_count: int | None
+    memory_gib: float | None
+    gpus: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """What a reviewer needs to know to re-run and compare a result (run.json
+    ``provenance``)."""
+
+    date_utc: str
+    git: GitState
+    packages: dict[str, str | None]
+    machine: MachineInfo
+    slurm: dict[str, str]
+    config_hash: str | None = None
+    seeds: dict[str, int] = field(default_factory=dict)
+    hosts: tuple[str, ...] = ()
+    slurm_job_id: str | None = None
+
+
+def git_commit(start: str | Path | None = None) -> GitState:
     """The commit of the benscale checkout (or ``start``), and whether it had local edits."""
     cwd = Path(start) if start else Path(__file__).resolve().parent
     try:
@@ -37,8 +76,8 @@ def git_commit(start: str | Path | None = None) -> dict[str, Any]:
                                     cwd=cwd, capture_output=True, text=True,
                                     timeout=10).stdout.strip())
     except (OSError, subprocess.SubprocessError):
-        return {"commit": None, "dirty": None}
-    return {"commit": commit, "dirty": dirty}
+        return GitState(None, None)
+    return GitState(commit, dirty)
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
@@ -63,15 +102,15 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def gpu_models() -> list[str]:
+def gpu_models() -> tuple[str, ...]:
     """Names of the visible CUDA devices (empty without CUDA; torch imported lazily)."""
     try:
         import torch
     except ImportError:
-        return []
+        return ()
     if not torch.cuda.is_available():
-        return []
-    return [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+        return ()
+    return tuple(torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count()))
 
 
 def config_hash(config: Any) -> str:
@@ -86,33 +125,27 @@ def slurm_environment(env: dict[str, str] | None = None) -> dict[str, str]:
     return {k: env[k] for k in SLURM_KEYS if k in env}
 
 
-def machine() -> dict[str, Any]:
+def machine() -> MachineInfo:
     """A description of this host: name, OS, CPU, cores, memory, GPUs."""
     try:
         mem_kb = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text()
                           .splitlines() if line.startswith("MemTotal")))
     except (OSError, StopIteration, ValueError):
         mem_kb = None
-    return {
-        "hostname": socket.gethostname(),
-        "os": platform.platform(),
-        "python": platform.python_version(),
-        "cpu_model": cpu_model(),
-        "cpu_count": os.cpu_count(),
-        "memory_gib": round(mem_kb / 2**20, 1) if mem_kb else None,
-        "gpus": gpu_models(),
-    }
+    return MachineInfo(hostname=socket.gethostname(), os=platform.platform(),
+                       python=platform.python_version(), cpu_model=cpu_model(),
+                       cpu_count=os.cpu_count(),
+                       memory_gib=round(mem_kb / 2**20, 1) if mem_kb else None,
+                       gpus=gpu_models())
 
 
-def collect(config: Any | None = None) -> dict[str, Any]:
+def collect(config: Any | None = None, seeds: dict[str, int] | None = None,
+            hosts: tuple[str, ...] = ()) -> Provenance:
     """Everything above in one record, stamped with the current UTC time."""
-    record: dict[str, Any] = {
-        "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
-        "git": git_commit(),
-        "packages": package_versions(),
-        "machine": machine(),
-        "slurm": slurm_environment(),
-    }
-    if config is not None:
-        record["config_hash"] = config_hash(config)
-    return record
+    slurm = slurm_environment()
+    return Provenance(date_utc=datetime.now(UTC).isoformat(timespec="seconds"),
+                      git=git_commit(), packages=package_versions(), machine=machine(),
+                      slurm=slurm,
+                      config_hash=config_hash(config) if config is not None else None,
+                      seeds=dict(seeds or {}), hosts=tuple(hosts),
+                      slurm_job_id=slurm.get("SLURM_JOB_ID"))

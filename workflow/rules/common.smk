@@ -9,8 +9,18 @@ from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 from snakemake.utils import validate
 
-from benscale import scaling
 from benscale.errors import BenscaleError
+from benscale.files.batches import MODES
+from benscale.study import (
+    StudyConfig,
+    check_local_cap,
+    find_point,
+    launch_command,
+    plan_points,
+    set_args,
+    slurm_resources,
+)
+from benscale.study.launchers import LOCAL_LAUNCHERS
 
 
 validate(config, schema="../schemas/config.schema.yaml")
@@ -24,21 +34,22 @@ POINT = "{mode}-n{nodes}-r{repeat}"
 
 
 def _plan():
-    """The points of the study; a planning error stops the workflow before any job."""
+    """The typed config and the points of the study; a planning error stops the workflow
+    before any job."""
     try:
-        points = scaling.plan_points(config)
-        scaling.check_local_cap(points, config["launcher"]["kind"],
-                                config["launcher"]["max_local_procs"])
+        study = StudyConfig.from_dict(config)
+        points = plan_points(study)
+        check_local_cap(points, study.launcher.kind, study.launcher.max_local_procs)
     except BenscaleError as exc:
         raise WorkflowError(f"config: {exc}") from None
-    return points
+    return study, points
 
 
-POINTS = _plan()
+STUDY_CONFIG, POINTS = _plan()
 
 
 wildcard_constraints:
-    mode="|".join(scaling.MODES),
+    mode="|".join(MODES),
     nodes=r"\d+",
     repeat=r"\d+",
 
@@ -74,7 +85,7 @@ def ingest_args(wildcards, input):
 # --------------------------------------------------------------------------- training
 def point_of(wildcards):
     """The planned point of a train job's wildcards."""
-    return scaling.find_point(config, wildcards.mode, wildcards.nodes, wildcards.repeat)
+    return find_point(STUDY_CONFIG, wildcards.mode, wildcards.nodes, wildcards.repeat)
 
 
 def train_config_input(wildcards):
@@ -90,14 +101,14 @@ def train_threads(wildcards):
     """Cores a point occupies: locally all its processes' threads (Snakemake caps this at
     --cores, so on a small machine points run one after the other, as timings need)."""
     point = point_of(wildcards)
-    if config["launcher"]["kind"] in scaling.LOCAL_LAUNCHERS:
+    if config["launcher"]["kind"] in LOCAL_LAUNCHERS:
         return point.world_size * config["launcher"]["threads_per_proc"]
     return config["slurm"]["cpus_per_task"]
 
 
 def slurm_resource(name, unset=None):
     """A resource of the point's Slurm allocation (``unset`` where the point sets none)."""
-    return lambda wildcards: scaling.slurm_resources(point_of(wildcards), config["slurm"]).get(
+    return lambda wildcards: slurm_resources(point_of(wildcards), STUDY_CONFIG.slurm).get(
         name, unset
     )
 
@@ -134,3 +145,13 @@ def report_after_failure():
                        "same command to redo only the failed points.")
     else:
         logger.warning(f"benscale: the report after the failure failed too, see {log}")
+
+
+def train_launch(wildcards):
+    """The launcher prefix of a point's training command."""
+    return launch_command(point_of(wildcards), STUDY_CONFIG)
+
+
+def train_sets(wildcards):
+    """The point's `--set` overrides of `benscale train`."""
+    return shlex.join(set_args(point_of(wildcards), STUDY_CONFIG))

@@ -10,11 +10,13 @@ rule study:
         f"{RESULTS}/benchmarks/study.tsv"
     params:
         config=json.dumps(config, sort_keys=True),
+        snakefile=workflow.main_snakefile,
     localrule: True
     conda:
         ENV
     shell:
-        "benscale scaling study --config-json {params.config:q} --out {output.study} > {log} 2>&1"
+        "benscale study write --config-json {params.config:q} --snakefile {params.snakefile:q}"
+        " --out {output.study} > {log} 2>&1"
 
 
 rule report:

@@ -1,6 +1,6 @@
 # One training job per scaling point: ONE Slurm allocation of `nodes` nodes with
 # gpus_per_node tasks each under profiles/slurm, nodes x gpus_per_node local processes
-# (nodes emulated) under profiles/local. The launch prefix comes from benscale.scaling.
+# (nodes emulated) under profiles/local. The launch prefix comes from benscale.study.
 
 
 rule train:
@@ -22,11 +22,11 @@ rule train:
     benchmark:
         f"{RESULTS}/benchmarks/train/{POINT}.tsv"
     params:
-        launch=lambda wildcards: scaling.launch_command(point_of(wildcards), config),
+        launch=train_launch,
         data=lambda wildcards, input: Path(input.manifest).parent,
         out=lambda wildcards, output: Path(output.run).parent,
         config=train_config_arg,
-        sets=lambda wildcards: shlex.join(scaling.set_args(point_of(wildcards), config)),
+        sets=train_sets,
     threads: train_threads
     resources:
         benscale_train=1,

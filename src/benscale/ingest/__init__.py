@@ -22,22 +22,22 @@ from pathlib import Path
 from benscale.atomic import write_text
 from benscale.bigearthnet import SPLITS
 from benscale.errors import ArchiveError, BadPatchError
-from benscale.ingest.archive import Unpacked, detect_layout, is_tar, unpack
+from benscale.files.archive import detect_layout, is_tar
+from benscale.files.index import INDEX_FILE, write_index
 from benscale.ingest.common import (
     DETERMINISTIC_SHARES,
     ScanResult,
     build_table,
     counts_by_split,
     deterministic_split,
-    write_index,
 )
+from benscale.ingest.unpack import Unpacked, unpack
 from benscale.ingest.v1 import V1Lists, read_v1_lists, scan_v1
 from benscale.ingest.v2 import scan_v2
 
 __all__ = ["DETERMINISTIC_SHARES", "V1Lists", "configure_parser", "deterministic_split",
            "ingest", "read_v1_lists", "run"]
 
-INDEX_FILE = "index.parquet"
 REPORT_FILE = "ingest-report.json"
 
 

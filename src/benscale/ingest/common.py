@@ -4,24 +4,12 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
-from benscale.atomic import atomic_path
 from benscale.bigearthnet import SPLITS, label_tables
-
-#: Columns of index.parquet (docs/architecture.md, section 2) and their Arrow types.
-INDEX_SCHEMA = pa.schema([
-    ("patch_id", pa.string()), ("split", pa.string()), ("labels", pa.list_(pa.string())),
-    ("path", pa.string()), ("format", pa.string()), ("tile", pa.string()),
-    ("acquisition_date", pa.timestamp("s", tz="UTC")), ("country", pa.string()),
-    # The original 43 CORINE labels in labels.json order: v1 only (reBEN's metadata has
-    # the 19 classes alone); null for v2. For `num_classes: 43` training.
-    ("labels43", pa.list_(pa.string())),
-])
+from benscale.files.index import INDEX_SCHEMA
 
 #: The deterministic split used without official lists: the first 8 bytes of
 #: sha256(patch_id) as a fraction u in [0, 1); train if u < 0.5, validation if u < 0.75,
@@ -85,12 +73,6 @@ def build_table(columns: dict[str, object]) -> pa.Table:
     keyed = table.append_column("_rank", pc.index_in(table["split"], pa.array(SPLITS)))
     order = pc.sort_indices(keyed, sort_keys=[("_rank", "ascending"), ("patch_id", "ascending")])
     return table.take(order)
-
-
-def write_index(path: Path, table: pa.Table) -> None:
-    """Write index.parquet atomically."""
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
 
 
 def counts_by_split(table: pa.Table) -> dict[str, int]:

@@ -33,8 +33,14 @@ from benscale.bigearthnet import (
     label_tables,
 )
 from benscale.errors import ArchiveError, ConfigError
-from benscale.ingest.common import (NO_CLASS, NOT_IN_SPLIT, ScanResult, deterministic_split,
-                                    order_classes, order_labels43)
+from benscale.ingest.common import (
+    NO_CLASS,
+    NOT_IN_SPLIT,
+    ScanResult,
+    deterministic_split,
+    order_classes,
+    order_labels43,
+)
 
 _NAME = re.compile(V1_NAME_PATTERN)
 #: Patches per task of the thread pool (amortises the pool's per-task overhead).

@@ -20,10 +20,15 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from benscale.atomic import atomic_path, write_json, write_text
+
+if TYPE_CHECKING:
+    from benscale.files.run import RunSettings
+    from benscale.report.load import StudyResults
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -52,8 +57,7 @@ def _csv(df: pd.DataFrame, path: Path) -> None:
 
 def build_report(args: argparse.Namespace) -> dict:
     """Write every output; returns the summary also saved as report.json."""
-    from benscale import perfmodel
-    from benscale.report import bundle, figures, html, model, references, tables
+    from benscale.report import bundle, figures, html, model, perfmodel, references, tables
     from benscale.report.load import load_study
 
     study = load_study(args.study)
@@ -82,16 +86,18 @@ def build_report(args: argparse.Namespace) -> dict:
     system = perfmodel.get_system(name, args.systems_file)
     extra = [perfmodel.get_system(n, args.systems_file)
              for n in (args.predict_system or ["juwels-booster"]) if n != name]
-    host_cores = _host_cores(study)
-    section = model.build(runs, study.config, system, extra, host_cores)
+    section = model.build(runs, study.doc.config, _settings(study), system, extra,
+                          _host_cores(study))
     if section:
         _csv(section.measured, out / "perfmodel_measured.csv")
         _csv(section.predictions, out / "perfmodel_prediction.csv")
         write_text(out / "perfmodel_assumptions.txt",
                    "\n".join(section.assumptions + section.notes) + "\n")
     manifest = bundle.write_bundle(study, out / "bundle")
-    write_text(out / "index.html", html.render(study, out, epochs, runs, scaling, figs,
-                                               checks, section, target))
+    content = html.ReportContent(study=study, epochs=epochs, runs=runs, scaling=scaling,
+                                 figures=figs, references=checks, model=section,
+                                 target=target)
+    write_text(out / "index.html", html.render(content, out))
     summary = {
         "study": study.name, "machine": study.machine_name, "target_map_macro": target,
         "points": len(study.runs), "failed": [r.name for r in study.runs if not r.ok],
@@ -107,12 +113,15 @@ def build_report(args: argparse.Namespace) -> dict:
     return summary
 
 
-def _host_cores(study) -> int | None:  # noqa: ANN001 - Study, imported lazily
-    for rec in study.runs:
-        cores = ((rec.run_json.get("provenance") or {}).get("machine") or {}).get("cpu_count")
-        if cores:
-            return int(cores)
-    return None
+def _host_cores(study: StudyResults) -> int | None:
+    """Cores of the (first) host the study's runs ran on."""
+    return next((rec.record.provenance.machine.cpu_count for rec in study.runs
+                 if rec.record and rec.record.provenance.machine.cpu_count), None)
+
+
+def _settings(study: StudyResults) -> RunSettings | None:
+    """The recorded settings of the study's first completed run."""
+    return next((rec.record.settings for rec in study.runs if rec.ok and rec.record), None)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """The reviewer bundle: everything needed to judge and re-run a study, in one folder.
 
-``REPORT_DIR/bundle/`` mirrors the study folder's layout, so it is itself a study that
-``benscale report --study bundle/study.json`` reads and ``benscale reproduce`` re-runs:
+``REPORT_DIR/bundle/`` mirrors the study folder's layout (:mod:`benscale.files.bundle`),
+so it is itself a study that ``benscale report --study bundle/study.json`` reads and
+``benscale reproduce`` re-runs:
 
     study.json            the study document (resolved config, machine, points)
     config.yaml           the resolved study config, readable
@@ -24,25 +25,26 @@ import yaml
 
 import benscale
 from benscale.atomic import atomic_path, write_json, write_text
-from benscale.report.load import Study
+from benscale.files.bundle import (
+    CONFIG_YAML,
+    LOCK_FILE,
+    MACHINE_JSON,
+    MANIFEST_JSON,
+    PACKAGES_JSON,
+)
+from benscale.files.run import RECORD_FILES
+from benscale.files.study import STUDY_JSON
+from benscale.report.load import StudyResults
+from benscale.typed import to_mapping
 
-#: Files of a run directory a reviewer needs (checkpoints stay out: large, re-creatable).
-RUN_FILES: tuple[str, ...] = ("run.json", "epochs.csv", "per_class_ap.csv", "mllog.jsonl",
-                              "ds_config.json")
 
-
-def find_lock(study: Study) -> Path | None:
-    """requirements.lock: named in study.json or its config, beside the study, or at the
-    root of the benscale checkout that wrote it."""
-    candidates = [study.doc.get("requirements_lock"),
-                  (study.config.get("report") or {}).get("requirements_lock")]
-    here = study.path.resolve().parent
-    candidates += [here / "requirements.lock", here.parent.parent / "requirements.lock",
-                   Path(benscale.__file__).resolve().parents[2] / "requirements.lock"]
-    for c in candidates:
-        if c and Path(c).is_file():
-            return Path(c)
-    return None
+def find_lock(study: StudyResults) -> Path | None:
+    """requirements.lock: beside the study, or at the root of the benscale checkout that
+    wrote it."""
+    here = study.base
+    candidates = [here / LOCK_FILE, here.parent.parent / LOCK_FILE,
+                  Path(benscale.__file__).resolve().parents[2] / LOCK_FILE]
+    return next((c for c in candidates if c.is_file()), None)
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -59,35 +61,33 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def write_bundle(study: Study, out: Path) -> dict[str, Any]:
+def write_bundle(study: StudyResults, out: Path) -> dict[str, Any]:
     """Write the bundle to ``out``; returns its manifest."""
     out.mkdir(parents=True, exist_ok=True)
-    doc = dict(study.doc)
     lock = find_lock(study)
-    doc["requirements_lock"] = "requirements.lock" if lock else None
-    write_json(out / "study.json", doc)
-    write_text(out / "config.yaml", yaml.safe_dump(study.config, sort_keys=False))
+    study.doc.write(out / STUDY_JSON)
+    write_text(out / CONFIG_YAML, yaml.safe_dump(study.doc.config.to_dict(), sort_keys=False))
     if lock:
-        _copy(lock, out / "requirements.lock")
-    machines, packages = {"study": study.machine, "runs": {}}, {}
+        _copy(lock, out / LOCK_FILE)
+    machines: dict[str, Any] = {"study": to_mapping(study.doc.machine), "runs": {}}
+    packages: dict[str, str] = {}
     for rec in study.runs:
-        rel = Path(rec.point.get("run_dir", f"runs/{rec.name}"))
-        for name in RUN_FILES:
+        for name in RECORD_FILES:
             if (rec.run_dir / name).is_file():
-                _copy(rec.run_dir / name, out / rel / name)
+                _copy(rec.run_dir / name, out / rec.point.run_dir / name)
         if rec.log_path and rec.log_path.is_file():
-            _copy(rec.log_path, out / rec.point["log"])
-        prov = rec.run_json.get("provenance") or {}
-        if prov.get("machine"):
-            machines["runs"][rec.name] = {"machine": prov["machine"],
-                                          "hosts": (rec.run_json.get("world") or {}).get("hosts"),
-                                          "slurm": prov.get("slurm")}
-        packages.update({k: v for k, v in (prov.get("packages") or {}).items() if v})
-    write_json(out / "machine.json", machines)
-    write_json(out / "packages.json", packages or study.machine.get("packages") or {})
-    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != "MANIFEST.json")
+            _copy(rec.log_path, out / rec.point.log)
+        if rec.record is not None:
+            prov = rec.record.provenance
+            machines["runs"][rec.name] = {"machine": to_mapping(prov.machine),
+                                          "hosts": list(rec.record.world.hosts),
+                                          "slurm": prov.slurm}
+            packages.update({k: v for k, v in prov.packages.items() if v})
+    write_json(out / MACHINE_JSON, machines)
+    write_json(out / PACKAGES_JSON, packages or study.doc.machine.packages)
+    files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_JSON)
     manifest = {"study": study.name, "lock_found": lock is not None,
                 "lock_source": str(lock) if lock else None,
                 "files": {str(p.relative_to(out)): _sha256(p) for p in files}}
-    write_json(out / "MANIFEST.json", manifest)
+    write_json(out / MANIFEST_JSON, manifest)
     return manifest

@@ -1,4 +1,5 @@
-"""The report's figures (seaborn on matplotlib's Agg backend), each as PNG and SVG.
+"""The report's figures (seaborn on matplotlib figures made without pyplot), each as PNG
+and SVG.
 
 Every figure names the study and the machine in its title, labels its axes with units and
 has a legend; error bars span min..max over repeats, the marker is the median.
@@ -9,15 +10,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import matplotlib
+import pandas as pd
+import seaborn as sns
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-
-from benscale.atomic import atomic_path  # noqa: E402
-from benscale.report.tables import PARTS  # noqa: E402
+from benscale.atomic import atomic_path
+from benscale.files.run import PARTS
 
 #: Figure size in inches and PNG resolution: readable in a browser at 100 % zoom.
 SIZE = (7.0, 4.6)
@@ -25,7 +24,7 @@ DPI = 110
 
 
 @dataclass(frozen=True)
-class Figure:
+class ReportFigure:
     """One written figure: its key, caption and files (relative to the report folder)."""
 
     key: str
@@ -34,21 +33,26 @@ class Figure:
     svg: str
 
 
-def _title(ax: plt.Axes, what: str, study: str, machine: str) -> None:
+def _figure() -> tuple[Figure, Axes]:
+    """A new figure and its axes, outside pyplot: no global state, no display backend."""
+    fig = Figure(figsize=SIZE)
+    return fig, fig.subplots()
+
+
+def _title(ax: Axes, what: str, study: str, machine: str) -> None:
     ax.set_title(f"{what}\nstudy {study} on {machine}", fontsize=11)
 
 
-def _save(fig: plt.Figure, out: Path, key: str, caption: str) -> Figure:
+def _save(fig: Figure, out: Path, key: str, caption: str) -> ReportFigure:
     out.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     for ext in ("png", "svg"):
         with atomic_path(out / f"{key}.{ext}") as tmp:
             fig.savefig(tmp, format=ext, dpi=DPI)
-    plt.close(fig)
-    return Figure(key, caption, f"figures/{key}.png", f"figures/{key}.svg")
+    return ReportFigure(key, caption, f"figures/{key}.png", f"figures/{key}.svg")
 
 
-def _scaling_plot(ax: plt.Axes, scaling: pd.DataFrame, metric: str) -> None:
+def _scaling_plot(ax: Axes, scaling: pd.DataFrame, metric: str) -> None:
     """Median per mode and world size with min..max error bars."""
     palette = dict(zip(sorted(scaling["mode"].unique()),
                        sns.color_palette("deep"), strict=False))
@@ -60,7 +64,7 @@ def _scaling_plot(ax: plt.Axes, scaling: pd.DataFrame, metric: str) -> None:
                     color=palette[mode], label=f"{mode} scaling (median, min..max)")
 
 
-def _ideal(ax: plt.Axes, scaling: pd.DataFrame, metric: str) -> None:
+def _ideal(ax: Axes, scaling: pd.DataFrame, metric: str) -> None:
     for mode, g in scaling.groupby("mode"):
         g = g.sort_values("world_size")
         w0 = g["baseline_world_size"].iloc[0]
@@ -78,7 +82,7 @@ def _ideal(ax: plt.Axes, scaling: pd.DataFrame, metric: str) -> None:
                 label=f"ideal ({mode})" if len(scaling["mode"].unique()) > 1 else "ideal")
 
 
-def _gpu_axis(ax: plt.Axes, scaling: pd.DataFrame, log: bool = True) -> None:
+def _gpu_axis(ax: Axes, scaling: pd.DataFrame, log: bool = True) -> None:
     ticks = sorted(scaling["world_size"].unique())
     if log:
         ax.set_xscale("log", base=2)
@@ -87,7 +91,7 @@ def _gpu_axis(ax: plt.Axes, scaling: pd.DataFrame, log: bool = True) -> None:
 
 
 def scaling_figures(scaling: pd.DataFrame, out: Path, study: str,
-                    machine: str) -> list[Figure]:
+                    machine: str) -> list[ReportFigure]:
     """Epoch time, speedup, efficiency and throughput against the number of GPUs."""
     if scaling.empty:
         return []
@@ -102,7 +106,7 @@ def scaling_figures(scaling: pd.DataFrame, out: Path, study: str,
     ]
     figures = []
     for key, metric, what, ylabel, loglog in specs:
-        fig, ax = plt.subplots(figsize=SIZE)
+        fig, ax = _figure()
         _scaling_plot(ax, scaling, metric)
         _ideal(ax, scaling, metric)
         _gpu_axis(ax, scaling)
@@ -117,12 +121,12 @@ def scaling_figures(scaling: pd.DataFrame, out: Path, study: str,
     return figures
 
 
-def accuracy_figure(epochs: pd.DataFrame, out: Path, study: str, machine: str) -> list[Figure]:
+def accuracy_figure(epochs: pd.DataFrame, out: Path, study: str, machine: str) -> list[ReportFigure]:
     """Validation macro mAP per epoch, one line per world size (median over repeats)."""
     if epochs.empty or "val_map_macro" not in epochs or epochs["val_map_macro"].isna().all():
         return []
     data = epochs.assign(GPUs=epochs["world_size"].astype(int).astype(str))
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _figure()
     sns.lineplot(data=data, x="epoch", y="val_map_macro", hue="GPUs", style="mode",
                  estimator="median", errorbar=("pi", 100), marker="o", ax=ax)
     ax.set_xlabel("epoch")
@@ -133,14 +137,14 @@ def accuracy_figure(epochs: pd.DataFrame, out: Path, study: str, machine: str) -
 
 
 def time_to_accuracy_figure(runs: pd.DataFrame, out: Path, study: str, machine: str,
-                            target: float | None) -> list[Figure]:
+                            target: float | None) -> list[ReportFigure]:
     """Training time until the target macro mAP, per world size (median, min..max)."""
     if target is None or "time_to_target_s" not in runs or runs["time_to_target_s"].isna().all():
         return []
     ok = runs[runs["status"] == "ok"].dropna(subset=["time_to_target_s"])
     agg = ok.groupby(["mode", "world_size"])["time_to_target_s"].agg(["median", "min", "max"])
     agg = agg.reset_index().rename(columns={"median": "t_median", "min": "t_min", "max": "t_max"})
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _figure()
     for (mode, g), color in zip(agg.groupby("mode"), sns.color_palette("deep"), strict=False):
         err = [g["t_median"] - g["t_min"], g["t_max"] - g["t_median"]]
         ax.errorbar(g["world_size"], g["t_median"], yerr=err, marker="s", capsize=4,
@@ -152,14 +156,14 @@ def time_to_accuracy_figure(runs: pd.DataFrame, out: Path, study: str, machine: 
     return [_save(fig, out, "time_to_accuracy", f"Time to reach macro mAP {target:g}")]
 
 
-def breakdown_figure(runs: pd.DataFrame, out: Path, study: str, machine: str) -> list[Figure]:
+def breakdown_figure(runs: pd.DataFrame, out: Path, study: str, machine: str) -> list[ReportFigure]:
     """Stacked bar: data / compute / communication / optimizer time per epoch, per scale."""
     ok = runs[runs["status"] == "ok"] if "status" in runs else runs
     if ok.empty or not all(p in ok for p in PARTS):
         return []
     agg = ok.groupby(["mode", "world_size"])[list(PARTS)].median().reset_index()
     labels = [f"{m}\n{w} GPUs" for m, w in zip(agg["mode"], agg["world_size"], strict=True)]
-    fig, ax = plt.subplots(figsize=SIZE)
+    fig, ax = _figure()
     bottom = pd.Series(0.0, index=agg.index)
     for part, color in zip(PARTS, sns.color_palette("deep"), strict=False):
         values = agg[part].fillna(0.0)
@@ -175,7 +179,7 @@ def breakdown_figure(runs: pd.DataFrame, out: Path, study: str, machine: str) ->
 
 
 def all_figures(epochs: pd.DataFrame, runs: pd.DataFrame, scaling: pd.DataFrame, out: Path,
-                study: str, machine: str, target: float | None) -> list[Figure]:
+                study: str, machine: str, target: float | None) -> list[ReportFigure]:
     """Every figure of the report (those without data are left out)."""
     sns.set_theme(context="notebook", style="whitegrid")
     return [*scaling_figures(scaling, out, study, machine),

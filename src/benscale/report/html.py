@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import math
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,13 @@ import pandas as pd
 import yaml
 
 import benscale
-from benscale.report.figures import Figure
-from benscale.report.load import Study
+from benscale.report.figures import ReportFigure
+from benscale.report.load import StudyResults
 from benscale.report.model import MAX_GPUS, ModelSection
 from benscale.report.references import CheckResult
+from benscale.typed import to_mapping
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = Path(__file__).resolve().parent / "templates"
 DEFINITIONS = {
     "strong": "Fixed global batch. speedup = T0 / T, efficiency = T0 * W0 / (W * T), with T "
               "the median steady epoch time and W0 the smallest world size of this mode.",
@@ -57,43 +59,58 @@ def table_html(df: pd.DataFrame, columns: list[str] | None = None) -> str:
     return df.to_html(index=False, na_rep="", float_format=lambda v: f"{v:.4g}", border=0)
 
 
-def _provenance(study: Study) -> pd.DataFrame:
+@dataclass(frozen=True)
+class ReportContent:
+    """Everything the page shows: the study, its tables, figures, checks and model."""
+
+    study: StudyResults
+    epochs: pd.DataFrame
+    runs: pd.DataFrame
+    scaling: pd.DataFrame
+    figures: list[ReportFigure]
+    references: list[CheckResult]
+    model: ModelSection | None
+    target: float | None
+
+
+def _provenance(study: StudyResults) -> pd.DataFrame:
     rows = []
     for rec in study.runs:
-        prov = rec.run_json.get("provenance") or {}
-        world = rec.run_json.get("world") or {}
-        machine = prov.get("machine") or {}
+        record = rec.record
+        if record is None:
+            rows.append({"point": rec.name, "status": rec.status})
+            continue
+        prov, world = record.provenance, record.world
         rows.append({
             "point": rec.name, "status": rec.status,
-            "git_commit": (prov.get("git") or {}).get("commit"),
-            "dirty": (prov.get("git") or {}).get("dirty"),
-            "config_hash": (prov.get("config_hash") or "")[:16],
-            "date_utc": prov.get("date_utc"), "hosts": ",".join(world.get("hosts") or []),
-            "launcher": world.get("launcher"), "backend": world.get("backend"),
-            "device": world.get("device"), "cpu": machine.get("cpu_model"),
-            "gpus": ",".join(machine.get("gpus") or []) or None,
-            "slurm_job_id": (prov.get("slurm") or {}).get("SLURM_JOB_ID"),
+            "git_commit": prov.git.commit, "dirty": prov.git.dirty,
+            "config_hash": (prov.config_hash or "")[:16],
+            "date_utc": prov.date_utc, "hosts": ",".join(world.hosts),
+            "launcher": world.launcher, "backend": world.backend,
+            "device": world.device, "cpu": prov.machine.cpu_model,
+            "gpus": ",".join(prov.machine.gpus) or None,
+            "slurm_job_id": prov.slurm_job_id,
         })
     return pd.DataFrame(rows)
 
 
-def _packages(study: Study) -> dict[str, Any]:
+def _packages(study: StudyResults) -> dict[str, Any]:
     for rec in study.runs:
-        pk = (rec.run_json.get("provenance") or {}).get("packages")
-        if pk:
-            return pk
-    return study.machine.get("packages") or {}
+        if rec.record and rec.record.provenance.packages:
+            return rec.record.provenance.packages
+    return study.doc.machine.packages
 
 
-def render(study: Study, out: Path, epochs: pd.DataFrame, runs: pd.DataFrame,
-           scaling: pd.DataFrame, figures: list[Figure], references: list[CheckResult],
-           model: ModelSection | None, target: float | None) -> str:
+def render(content: ReportContent, out: Path) -> str:
     """The HTML text of the report (figures read from ``out``)."""
+    study, runs, scaling, epochs = content.study, content.runs, content.scaling, content.epochs
+    model = content.model
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES),
                              autoescape=jinja2.select_autoescape(["html"]))
     env.globals["fmt"] = fmt
     figs = [{"key": f.key, "caption": f.caption, "png": f.png, "svg": f.svg,
-             "b64": base64.b64encode((out / f.png).read_bytes()).decode()} for f in figures]
+             "b64": base64.b64encode((out / f.png).read_bytes()).decode()}
+            for f in content.figures]
     modes = []
     for mode in sorted(runs["mode"].dropna().unique()) if "mode" in runs else []:
         sc = scaling[scaling["mode"] == mode] if not scaling.empty else scaling
@@ -107,16 +124,17 @@ def render(study: Study, out: Path, epochs: pd.DataFrame, runs: pd.DataFrame,
                "log_tail": r.log_tail} for r in study.runs if not r.ok]
     return env.get_template("report.html").render(
         study=study.name, machine=study.machine_name,
-        machine_description=study.machine.get("description", ""),
+        machine_description=study.doc.machine.description,
         generated_utc=datetime.now(UTC).isoformat(timespec="seconds"),
         version=benscale.__version__, n_points=len(study.runs), n_failed=len(failed),
-        n_ok=len(study.runs) - len(failed), target=target,
+        n_ok=len(study.runs) - len(failed), target=content.target,
         scaling_html=table_html(scaling, ["mode", "world_size", "nodes", "runs",
                                           "epoch_time_s_median", "samples_per_s_median",
                                           "speedup_median", "speedup_min", "speedup_max",
                                           "efficiency_median", "efficiency_min",
                                           "efficiency_max", "test_map_macro_median"]),
-        modes=modes, figures=figs, references=references, model=model, max_gpus=MAX_GPUS,
+        modes=modes, figures=figs, references=content.references, model=model,
+        max_gpus=MAX_GPUS,
         model_measured_html=table_html(model.measured) if model else "",
         model_predictions_html=table_html(model.predictions, [
             "system", "mode", "nodes", "world_size", "batch_per_gpu", "steps", "compute_s",
@@ -124,6 +142,6 @@ def render(study: Study, out: Path, epochs: pd.DataFrame, runs: pd.DataFrame,
             "speedup", "efficiency", "notes"]) if model else "",
         failed=failed, provenance_html=table_html(_provenance(study)),
         packages=json.dumps(_packages(study), indent=1),
-        machine_json=json.dumps(study.machine, indent=1, default=str),
-        config_yaml=yaml.safe_dump(study.config, sort_keys=False),
+        machine_json=json.dumps(to_mapping(study.doc.machine), indent=1, default=str),
+        config_yaml=yaml.safe_dump(study.doc.config.to_dict(), sort_keys=False),
     )

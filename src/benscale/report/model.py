@@ -1,16 +1,17 @@
 """The performance-model section of the report: calibrate on the smallest measured scale,
-predict every measured point, then extrapolate to 128 GPUs (benscale.perfmodel)."""
+predict every measured point, then extrapolate to 128 GPUs (:mod:`.perfmodel`)."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, replace
-from typing import Any
 
 import pandas as pd
 
-from benscale import perfmodel
-from benscale.perfmodel import GRAD_BYTES, RESNET50_PARAMS, System, Workload
+from benscale.files.run import RunSettings
+from benscale.files.study import StudyConfig
+from benscale.report import perfmodel
+from benscale.report.perfmodel import GRAD_BYTES, RESNET50_PARAMS, System, Workload
 
 #: GPUs up to which the report extrapolates.
 MAX_GPUS = 128
@@ -27,16 +28,15 @@ class ModelSection:
     notes: list[str]
 
 
-def resnet50_grad_bytes(config: dict[str, Any]) -> float:
+def resnet50_grad_bytes(settings: RunSettings) -> float:
     """Gradient bytes of our ResNet-50 for the run's bands, classes and precision."""
-    bands = 10 if config.get("bands") == "s2-10" else 12
-    classes = int(config.get("num_classes", 19))
+    bands = 10 if settings.bands == "s2-10" else 12
     params = (RESNET50_PARAMS["bigearthnet-19"] - (12 - bands) * 64 * 7 * 7
-              + (classes - 19) * (2048 + 1))
-    return float(params * GRAD_BYTES.get(str(config.get("precision", "fp32")), 4))
+              + (settings.num_classes - 19) * (2048 + 1))
+    return float(params * GRAD_BYTES[settings.precision])
 
 
-def workload_from(row: pd.Series, config: dict[str, Any], threads: int) -> Workload:
+def workload_from(row: pd.Series, settings: RunSettings, threads: int) -> Workload:
     """A Workload from one run's runs.csv row (steady-epoch medians, mean over ranks)."""
     steps = float(row["steps_per_epoch"])
     b = float(row["batch_per_gpu"])
@@ -51,26 +51,32 @@ def workload_from(row: pd.Series, config: dict[str, Any], threads: int) -> Workl
         data_s_per_sample=parts["data_time_s"] / (steps * b),
         optimizer_s_per_step=parts["optimizer_time_s"] / steps,
         other_s_per_step=max(epoch - total, 0.0) / steps,
-        grad_bytes=resnet50_grad_bytes(config), overlap=overlap,
+        grad_bytes=resnet50_grad_bytes(settings), overlap=overlap,
         measured_world=int(row["world_size"]), threads_per_rank=threads)
 
 
-def build(runs: pd.DataFrame, config: dict[str, Any], system: System,
-          extra_systems: list[System], host_cores: int | None) -> ModelSection | None:
-    """The model section, or None when no run completed."""
+def build(runs: pd.DataFrame, config: StudyConfig, settings: RunSettings | None,
+          system: System, extra_systems: list[System],
+          host_cores: int | None) -> ModelSection | None:
+    """The model section, or None when no run completed.
+
+    Args:
+        runs: runs.csv.
+        config: the study's configuration.
+        settings: the recorded settings of the study's runs (bands, classes, precision).
+        system: the system the study ran on.
+        extra_systems: systems to extrapolate to as well.
+        host_cores: cores of the host, for emulated nodes sharing one machine.
+    """
     needed = ["epoch_time_s_median", "steps_per_epoch", "batch_per_gpu", "compute_time_s"]
     if "status" not in runs or any(c not in runs for c in needed):
         return None
     ok = runs[runs["status"] == "ok"].dropna(subset=needed)
-    if ok.empty:
+    if ok.empty or settings is None:
         return None
     notes: list[str] = []
     base = ok.sort_values(["world_size", "mode"]).iloc[0]
-    train_cfg = config.get("train") or {}
-    threads = int((config.get("launcher") or {}).get("threads_per_proc") or 1)
-    run_cfg = {"precision": train_cfg.get("precision", "fp32"), "bands": "s2-12",
-               "num_classes": 19}
-    work = workload_from(base, run_cfg, threads)
+    work = workload_from(base, settings, config.launcher.threads_per_proc)
     if system.host_cores is None and system.calibrate_links and host_cores:
         system = replace(system, host_cores=host_cores)
     multi = ok[ok["world_size"] > 1].sort_values("world_size")
@@ -85,7 +91,7 @@ def build(runs: pd.DataFrame, config: dict[str, Any], system: System,
     notes.append(f"calibrated on {base['point']} ({int(base['world_size'])} rank(s), "
                  "steady epochs)")
     measured = _measured(ok, system, work)
-    preds = _scale_out(ok, config, [system, *extra_systems], work)
+    preds = _scale_out(ok, [system, *extra_systems], work)
     return ModelSection(system.name, perfmodel.assumptions(system, work), measured, preds,
                         notes)
 
@@ -107,8 +113,7 @@ def _measured(ok: pd.DataFrame, system: System, work: Workload) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _scale_out(ok: pd.DataFrame, config: dict[str, Any], systems: list[System],
-               work: Workload) -> pd.DataFrame:
+def _scale_out(ok: pd.DataFrame, systems: list[System], work: Workload) -> pd.DataFrame:
     rows = []
     for mode, g in ok.groupby("mode"):
         first = g.sort_values("world_size").iloc[0]

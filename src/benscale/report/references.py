@@ -35,7 +35,7 @@ from benscale.errors import ConfigError
 
 STATES = ("within", "outside", "not measured")
 #: References shipped with benscale (package data).
-REFERENCES_DIR = Path(__file__).resolve().parent.parent / "references"
+REFERENCES_DIR = Path(__file__).resolve().parent.parent / "data" / "references"
 
 
 @dataclass(frozen=True)

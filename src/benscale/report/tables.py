@@ -20,10 +20,9 @@ from typing import Any
 
 import pandas as pd
 
-from benscale.report.load import RunRecord, Study
+from benscale.files.run import PARTS
+from benscale.report.load import PointResult, StudyResults
 
-#: Timing columns of epochs.csv split into the parts of a step (stacked bar).
-PARTS: tuple[str, ...] = ("data_time_s", "compute_time_s", "comm_time_s", "optimizer_time_s")
 #: Metrics of run.json's ``test`` block copied to runs.csv as test_<name>.
 TEST_METRICS: tuple[str, ...] = ("map_macro", "map_micro", "f1_macro", "f1_micro")
 #: Validation metrics reported at the final epoch.
@@ -34,34 +33,38 @@ BEST_METRICS: tuple[str, ...] = ("val_map_macro", "val_map_micro", "val_f1_macro
                                  "val_f1_micro")
 
 
-def provenance_columns(rec: RunRecord) -> dict[str, Any]:
+#: Provenance columns of a run in the tables (None where the run left no record).
+PROVENANCE_COLUMNS: tuple[str, ...] = ("git_commit", "git_dirty", "config_hash", "date_utc",
+                                       "hosts", "launcher", "backend", "slurm_job_id")
+
+
+def provenance_columns(rec: PointResult) -> dict[str, Any]:
     """The provenance of a run as flat columns (git, config hash, hosts, Slurm, date)."""
-    prov = rec.run_json.get("provenance") or {}
-    git = prov.get("git") or {}
-    slurm = prov.get("slurm") or {}
-    world = rec.run_json.get("world") or {}
+    record = rec.record
+    if record is None:
+        return dict.fromkeys(PROVENANCE_COLUMNS)
+    prov = record.provenance
     return {
-        "git_commit": git.get("commit"),
-        "git_dirty": git.get("dirty"),
-        "config_hash": prov.get("config_hash"),
-        "date_utc": prov.get("date_utc"),
-        "hosts": ",".join(world.get("hosts") or prov.get("hosts") or []),
-        "launcher": world.get("launcher"),
-        "backend": world.get("backend"),
-        "slurm_job_id": slurm.get("SLURM_JOB_ID") or prov.get("slurm_job_id"),
+        "git_commit": prov.git.commit,
+        "git_dirty": prov.git.dirty,
+        "config_hash": prov.config_hash,
+        "date_utc": prov.date_utc,
+        "hosts": ",".join(record.world.hosts),
+        "launcher": record.world.launcher,
+        "backend": record.world.backend,
+        "slurm_job_id": prov.slurm_job_id,
     }
 
 
-def point_columns(rec: RunRecord) -> dict[str, Any]:
+def point_columns(rec: PointResult) -> dict[str, Any]:
     """The scaling point of a run (from study.json)."""
     p = rec.point
-    return {"point": rec.name, "mode": p.get("mode"), "repeat": p.get("repeat"),
-            "nodes": p.get("nodes"), "gpus_per_node": p.get("gpus_per_node"),
-            "world_size": p.get("world_size"), "global_batch": p.get("global_batch"),
-            "batch_per_gpu": p.get("batch_per_gpu")}
+    return {"point": p.name, "mode": p.mode, "repeat": p.repeat, "nodes": p.nodes,
+            "gpus_per_node": p.gpus_per_node, "world_size": p.world_size,
+            "global_batch": p.global_batch, "batch_per_gpu": p.batch_per_gpu}
 
 
-def epochs_table(study: Study) -> pd.DataFrame:
+def epochs_table(study: StudyResults) -> pd.DataFrame:
     """Every epoch of every run with an epochs.csv: one row per run x epoch (tidy)."""
     frames = []
     for rec in study.runs:
@@ -105,12 +108,12 @@ def time_to_target(epochs: pd.DataFrame, target: float | None) -> float:
     return float(upto["epoch_time_s"].sum())
 
 
-def run_row(rec: RunRecord, target: float | None) -> dict[str, Any]:
+def run_row(rec: PointResult, target: float | None) -> dict[str, Any]:
     """One row of runs.csv."""
-    cfg = rec.run_json.get("config") or {}
+    settings = rec.record.settings if rec.record else None
     row: dict[str, Any] = {**point_columns(rec), "status": rec.status, "reason": rec.reason,
-                           "precision": cfg.get("precision"),
-                           "zero_stage": cfg.get("zero_stage"),
+                           "precision": settings.precision if settings else None,
+                           "zero_stage": settings.zero_stage if settings else None,
                            "epochs": len(rec.epochs)}
     ep = rec.epochs
     if not ep.empty:
@@ -140,20 +143,20 @@ def run_row(rec: RunRecord, target: float | None) -> dict[str, Any]:
                 row[f"final_{m}"] = float(last[m])
         row["time_to_target_s"] = time_to_target(ep, target)
         row["target_map_macro"] = target
-    test = rec.run_json.get("test") or {}
+    test = rec.record.test if rec.record else None
     for m in TEST_METRICS:
-        row[f"test_{m}"] = test.get(m, test.get(f"test_{m}"))
-    row["test_checkpoint"] = test.get("checkpoint")  # which weights the test metrics are of
+        row[f"test_{m}"] = getattr(test, m) if test else None
+    row["test_checkpoint"] = test.checkpoint if test else None  # which weights they are of
     row.update(provenance_columns(rec))
     row["run_dir"] = str(rec.run_dir)
     row["log"] = str(rec.log_path) if rec.log_path else None
     return row
 
 
-def default_target(study: Study) -> float | None:
+def default_target(study: StudyResults) -> float | None:
     """The target macro mAP when none is given: 90 % of the lowest best val_map_macro over
     the completed runs, so every run reaches it and the times compare like for like."""
-    cfg_target = (study.config.get("report") or {}).get("target_map_macro")
+    cfg_target = study.doc.config.report.target_map_macro
     if cfg_target is not None:
         return float(cfg_target)
     bests = [r.epochs["val_map_macro"].max() for r in study.runs
@@ -161,7 +164,7 @@ def default_target(study: Study) -> float | None:
     return round(0.9 * float(min(bests)), 4) if bests else None
 
 
-def runs_table(study: Study, target: float | None) -> pd.DataFrame:
+def runs_table(study: StudyResults, target: float | None) -> pd.DataFrame:
     """runs.csv: one row per point, failed ones included with their reason."""
     return pd.DataFrame([run_row(rec, target) for rec in study.runs])
 

@@ -1,7 +1,7 @@
 """``benscale train``: ResNet-50 on extracted shards with DeepSpeed data parallelism.
 
 The same command runs under ``torchrun --nproc_per_node=K``, ``mpiexec -n K`` and
-``srun -n K`` (rank discovery: :mod:`benscale.launch`); it resumes automatically from the
+``srun -n K`` (rank discovery: :mod:`benscale.train.world`); it resumes automatically from the
 newest checkpoint in RUN_DIR. Outputs: docs/architecture.md, section 4; how timings are
 measured: docs/training.md.
 """

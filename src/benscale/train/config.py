@@ -4,14 +4,15 @@ Everything is checked before any process group or model exists, so a typo or an
 impossible batch split costs a second, not a queue wait: unknown keys and wrong types by
 the JSON schema (``data/train.schema.json``, ``additionalProperties: false``), then the
 cross-key rules of :func:`check_semantics` and, once the world size is known,
-:func:`resolve_batches`.
+:meth:`TrainConfig.batches`. What :func:`load` returns is a frozen :class:`TrainConfig`;
+no function below the entry point sees the raw dict.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -21,6 +22,8 @@ import jsonschema
 import yaml
 
 from benscale.errors import ConfigError
+from benscale.files.batches import BatchSplit
+from benscale.typed import from_mapping, to_mapping
 
 DEFAULTS_NAME = "train-defaults.yaml"
 SCHEMA_NAME = "train.schema.json"
@@ -104,7 +107,92 @@ def _fix_floats(config: dict[str, Any]) -> None:
             config[key] = float(value)
 
 
-def load(path: str | Path | None = None, overrides: list[str] | None = None) -> dict[str, Any]:
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """``optimizer``: SGD (momentum), AdamW or LAMB and their coefficients."""
+
+    name: str
+    lr: float
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    betas: tuple[float, float]
+    eps: float
+
+
+@dataclass(frozen=True)
+class LrScaling:
+    """``lr_scaling``: the peak learning rate against the global batch."""
+
+    rule: str
+    reference_batch: int
+
+
+@dataclass(frozen=True)
+class StepDecay:
+    """``step_decay``: epochs at which the learning rate is multiplied by ``gamma``."""
+
+    milestones: tuple[int, ...]
+    gamma: float
+
+
+@dataclass(frozen=True)
+class CheckpointConfig:
+    """``checkpoint``: epoch-end checkpoints and how many are kept."""
+
+    enabled: bool
+    keep_last: int
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """A resolved, validated training configuration (every key of train-defaults.yaml,
+    where each is documented)."""
+
+    epochs: int
+    global_batch: int | None
+    batch_per_gpu: int | None
+    grad_accumulation: int
+    precision: str
+    zero_stage: int
+    seed: int
+    bands: str
+    num_classes: int
+    optimizer: OptimizerConfig
+    lr_scaling: LrScaling
+    warmup_epochs: float
+    schedule: str
+    step_decay: StepDecay
+    augment: bool
+    workers: int
+    channels_last: bool
+    threads: int | None
+    limit_batches: int | None
+    limit_eval_batches: int | None
+    eval_batch_per_gpu: int | None
+    test_on: str
+    checkpoint: CheckpointConfig
+    timeout_s: float
+    progress: bool
+    tags: dict[str, object] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        """The configuration as JSON-ready dict (run.json ``config``; ``--config`` reads
+        it back)."""
+        return to_mapping(self)
+
+    def batches(self, world_size: int) -> BatchSplit:
+        """The global batch split over ``world_size`` ranks (the rule of
+        :mod:`benscale.files.batches`).
+
+        Raises:
+            ConfigError: the world size x accumulation does not divide global_batch.
+        """
+        return BatchSplit.of(self.global_batch, self.batch_per_gpu, world_size,
+                             self.grad_accumulation)
+
+
+def load(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Defaults <- ``path`` <- ``--set`` items, validated; raises ConfigError naming the key.
 
     Args:
@@ -119,7 +207,7 @@ def load(path: str | Path | None = None, overrides: list[str] | None = None) -> 
         config = merge(config, parse_set(item), "--set")
     _fix_floats(config)
     validate(config, where)
-    return config
+    return from_mapping(TrainConfig, config, where)
 
 
 def validate(config: dict[str, Any], where: str) -> None:
@@ -146,30 +234,3 @@ def check_semantics(config: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: channels_last with precision bf16-deepspeed fails inside "
                           "DeepSpeed (it views bf16 weights as bytes); set channels_last: "
                           "false, or use precision bf16 (autocast)")
-
-
-@dataclass(frozen=True)
-class Batches:
-    """How the global batch splits over ranks and micro-steps."""
-
-    global_batch: int
-    per_rank: int
-    grad_accumulation: int
-
-
-def resolve_batches(config: dict[str, Any], world_size: int) -> Batches:
-    """Global batch = per-rank micro-batch x world size x gradient accumulation.
-
-    Raises:
-        ConfigError: when the world size (times accumulation) does not divide global_batch.
-    """
-    acc = config["grad_accumulation"]
-    if config["batch_per_gpu"] is not None:
-        per_rank = config["batch_per_gpu"]
-        return Batches(per_rank * world_size * acc, per_rank, acc)
-    total = config["global_batch"]
-    if total % (world_size * acc):
-        raise ConfigError(f"global_batch={total} cannot be split over world size {world_size} "
-                          f"x grad_accumulation {acc}; choose a global batch divisible by "
-                          f"{world_size * acc}, or set batch_per_gpu (weak scaling)")
-    return Batches(total, total // (world_size * acc), acc)

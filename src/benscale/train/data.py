@@ -16,7 +16,6 @@ an uninterrupted run would have seen, and DataLoader workers need no shared RNG 
 from __future__ import annotations
 
 import itertools
-import json
 import math
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,39 +28,32 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from benscale.bigearthnet import BAND_SETS, PATCH_PX
+from benscale.bigearthnet import BAND_SETS, PATCH_PX, SPLITS
 from benscale.errors import ConfigError, DataError
-from benscale.shards import (MANIFEST_NAME, STATS_NAME, ShardSet, load_manifest, load_stats,
-                             stats_arrays)
+from benscale.files.batches import BatchSplit
+from benscale.files.shards import MANIFEST_NAME, STATS_NAME, BandStats, Manifest, ShardSet
 
 
 def check_data(root: Path, bands: str, num_classes: int) -> None:
     """Fail early, naming the file, when the shards cannot serve this configuration."""
-    manifest = load_manifest(root)
+    manifest = Manifest.read(root)
     wanted = BAND_SETS[bands]
-    missing = [b for b in wanted if b not in manifest["bands"]]
+    missing = [b for b in wanted if b not in manifest.bands]
     if missing:
         raise DataError(f"{root / MANIFEST_NAME}: shards lack band(s) {missing} of band set "
                         f"{bands!r}; re-extract with all bands or set bands: s2-10")
-    stats = json.loads((root / STATS_NAME).read_text()) if (root / STATS_NAME).exists() else None
-    if stats is None:
-        raise DataError(f"{root / STATS_NAME}: not found; run `benscale extract` first")
-    absent = [b for b in wanted if b not in stats.get("bands", {})]
-    if absent:
-        raise DataError(f"{root / STATS_NAME}: statistics are for another band set (no "
-                        f"{absent}); re-run `benscale extract` or choose a matching `bands`")
-    if num_classes == 43 and "classes43" not in manifest:
+    BandStats.read(root).normalisation(wanted, root / STATS_NAME)
+    if manifest.class_names(num_classes) is None:
         raise ConfigError(f"num_classes=43 but {root / MANIFEST_NAME} holds 19-class labels "
                           "only (43-class labels come from v1 archives; reBEN/v2 publishes "
                           "the 19 classes alone); set num_classes: 19")
-    for split in ("train", "validation", "test"):
-        n = manifest["splits"].get(split, {}).get("n_patches", 0)
-        if n == 0:
+    for split in SPLITS:
+        if manifest.n_patches(split) == 0:
             raise DataError(f"{root / MANIFEST_NAME}: split {split!r} is empty; training "
                             "needs train, validation and test patches")
-        for shard in manifest["splits"][split]["shards"]:
-            if not (root / shard["path"]).is_file():
-                raise DataError(f"{root / shard['path']}: shard listed in the manifest is "
+        for shard in manifest.splits[split].shards:
+            if not (root / shard.path).is_file():
+                raise DataError(f"{root / shard.path}: shard listed in the manifest is "
                                 "missing; re-run `benscale extract`")
 
 
@@ -98,6 +90,16 @@ def orient_batch(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return out
 
 
+@dataclass(frozen=True)
+class DatasetOptions:
+    """What a split's dataset serves: which bands and labels, and its augmentation draw."""
+
+    bands: tuple[str, ...]
+    num_classes: int
+    seed: int
+    augment: bool
+
+
 class PatchDataset(Dataset):
     """Normalised patches of one split, batch by batch, with their augmentation draw.
 
@@ -111,16 +113,16 @@ class PatchDataset(Dataset):
     used as padding (evaluation): the item is patch ``i`` but keeps its negative index.
     """
 
-    def __init__(self, root: Path, split: str, bands: Sequence[str], train: bool,
-                 seed: int, augment: bool, num_classes: int = 19) -> None:
+    def __init__(self, root: Path, split: str, options: DatasetOptions) -> None:
         """Open the split's shards and read the train-split band statistics."""
-        self.shards = ShardSet(root, split, bands=bands, num_classes=num_classes)
-        mean, std = stats_arrays(load_stats(root, bands))
+        self.shards = ShardSet(root, split, bands=options.bands,
+                               num_classes=options.num_classes)
+        mean, std = BandStats.read(root).normalisation(options.bands, root / STATS_NAME)
         # (x - mean) / std as an in-place multiply and add, in float32.
         self.scale = (1.0 / std).astype(np.float32)
         self.shift = (-mean / std).astype(np.float32)
-        self.augment = augment and train
-        self.seed, self.epoch = seed, 0
+        self.augment = options.augment
+        self.seed, self.epoch = options.seed, 0
         self._codes: np.ndarray | None = None
 
     def __len__(self) -> int:
@@ -173,38 +175,23 @@ def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
     return torch.empty(0, dtype=torch.float32).new(storage).view(shape)
 
 
-@dataclass(frozen=True)
-class Layout:
-    """Who reads what: the rank, world size, per-rank micro-batch and accumulation."""
-
-    rank: int
-    world_size: int
-    per_rank: int
-    grad_accumulation: int
-
-    @property
-    def global_batch(self) -> int:
-        """Samples per optimizer step."""
-        return self.per_rank * self.world_size * self.grad_accumulation
-
-
-def steps_per_epoch(n: int, layout: Layout, limit: int | None) -> int:
+def steps_per_epoch(n: int, batches: BatchSplit, limit: int | None) -> int:
     """Full global batches in ``n`` patches, capped at ``limit``."""
-    steps = n // layout.global_batch
+    steps = n // batches.global_batch
     return min(steps, limit) if limit else steps
 
 
-def train_batches(n: int, layout: Layout, seed: int, epoch: int,
-                  limit: int | None = None) -> list[list[int]]:
+def train_batches(n: int, batches: BatchSplit, rank: int, world_size: int, seed: int,
+                  epoch: int, limit: int | None = None) -> list[list[int]]:
     """This rank's micro-batches (index lists) for ``epoch``, in order (module docstring)."""
     gen = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=gen).tolist()
-    b, w = layout.per_rank, layout.world_size
+    b, w = batches.per_rank, world_size
     out = []
-    for step in range(steps_per_epoch(n, layout, limit)):
-        base = step * layout.global_batch
-        for acc in range(layout.grad_accumulation):
-            start = base + (acc * w + layout.rank) * b
+    for step in range(steps_per_epoch(n, batches, limit)):
+        base = step * batches.global_batch
+        for acc in range(batches.grad_accumulation):
+            start = base + (acc * w + rank) * b
             out.append(perm[start:start + b])
     return out
 

@@ -1,8 +1,8 @@
 """DeepSpeed: its configuration (generated from ours), the process group, and the engine.
 
-Pitfalls on this stack (shared/notes/stack.md) handled here:
+Pitfalls of DeepSpeed on this stack (docs/training.md) handled here:
 
-* MASTER_ADDR and friends are exported from :mod:`benscale.launch` before
+* MASTER_ADDR and friends are exported from :mod:`benscale.train.world` before
   ``deepspeed.init_distributed``, whose own MPI discovery would use ``hostname -I``;
 * the shared-memory comm op that DeepSpeed JIT-compiles at first init (~45 s, CPU only,
   unused by gloo data parallelism) is skipped;
@@ -31,12 +31,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from benscale import launch
+from benscale.files.batches import BatchSplit
 from benscale.train import overlap
-from benscale.train.config import Batches
+from benscale.train.config import TrainConfig
+from benscale.train.world import World, export_for_torch
 
 
-def backend_and_device(world: launch.World) -> tuple[str, torch.device]:
+def backend_and_device(world: World) -> tuple[str, torch.device]:
     """NCCL on the local rank's GPU when CUDA is there, else gloo on the CPU."""
     if torch.cuda.is_available():
         index = world.local_rank % torch.cuda.device_count()
@@ -44,13 +45,13 @@ def backend_and_device(world: launch.World) -> tuple[str, torch.device]:
     return "gloo", torch.device("cpu")
 
 
-def init_distributed(world: launch.World, timeout_s: float) -> tuple[str, torch.device]:
+def init_distributed(world: World, timeout_s: float) -> tuple[str, torch.device]:
     """Start the process group for ``world``; returns (backend, device).
 
     ``timeout_s`` bounds every collective: a rank that died makes the others fail instead of
     waiting forever (gloo also fails at once when a peer's socket closes).
     """
-    launch.export_for_torch(world)
+    export_for_torch(world)
     importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: None
     import deepspeed
 
@@ -64,7 +65,7 @@ def init_distributed(world: launch.World, timeout_s: float) -> tuple[str, torch.
     return backend, device
 
 
-def ds_config(config: dict[str, Any], batches: Batches) -> dict[str, Any]:
+def ds_config(config: TrainConfig, batches: BatchSplit) -> dict[str, Any]:
     """The DeepSpeed JSON configuration for our config (saved as RUN_DIR/ds_config.json)."""
     cfg: dict[str, Any] = {
         "train_batch_size": batches.global_batch,
@@ -72,27 +73,27 @@ def ds_config(config: dict[str, Any], batches: Batches) -> dict[str, Any]:
         "gradient_accumulation_steps": batches.grad_accumulation,
         "steps_per_print": 2**31 - 1,
         "wall_clock_breakdown": False,
-        "zero_optimization": {"stage": config["zero_stage"]},
+        "zero_optimization": {"stage": config.zero_stage},
         "zero_allow_untested_optimizer": True,
         "gradient_clipping": 0.0,
-        "seed": config["seed"],
+        "seed": config.seed,
     }
-    if config["zero_stage"] > 0:
+    if config.zero_stage > 0:
         # Reduce in the backward epilogue, not in hooks overlapped with backward: the
         # measured comm_time_s is then the whole gradient reduction (docs/training.md).
         cfg["zero_optimization"].update({"overlap_comm": False, "contiguous_gradients": True})
-    if config["precision"] == "bf16-deepspeed":
+    if config.precision == "bf16-deepspeed":
         cfg["bf16"] = {"enabled": True}
         cfg["data_types"] = {"buffer_dtype": "bf16"}
     return cfg
 
 
-def peak_lr(config: dict[str, Any], global_batch: int) -> float:
+def peak_lr(config: TrainConfig, global_batch: int) -> float:
     """The linear scaling rule (Goyal et al. 2017): lr x global batch / reference batch."""
-    opt, scaling = config["optimizer"], config["lr_scaling"]
-    if scaling["rule"] == "none":
-        return float(opt["lr"])
-    return float(opt["lr"]) * global_batch / scaling["reference_batch"]
+    opt, scaling = config.optimizer, config.lr_scaling
+    if scaling.rule == "none":
+        return float(opt.lr)
+    return float(opt.lr) * global_batch / scaling.reference_batch
 
 
 class Lamb(torch.optim.Optimizer):
@@ -136,28 +137,28 @@ class Lamb(torch.optim.Optimizer):
         return loss
 
 
-def build_optimizer(model: nn.Module, config: dict[str, Any], lr: float) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
     """SGD (+momentum), AdamW or LAMB at learning rate ``lr``."""
-    opt = config["optimizer"]
+    opt = config.optimizer
     params = model.parameters()
-    if opt["name"] == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=opt["momentum"],
-                               nesterov=opt["nesterov"], weight_decay=opt["weight_decay"])
-    betas = (float(opt["betas"][0]), float(opt["betas"][1]))
-    if opt["name"] == "adamw":
-        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=opt["eps"],
-                                 weight_decay=opt["weight_decay"])
-    return Lamb(params, lr=lr, betas=betas, eps=opt["eps"], weight_decay=opt["weight_decay"])
+    if opt.name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=opt.momentum, nesterov=opt.nesterov,
+                               weight_decay=opt.weight_decay)
+    betas = (float(opt.betas[0]), float(opt.betas[1]))
+    if opt.name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, betas=betas, eps=opt.eps,
+                                 weight_decay=opt.weight_decay)
+    return Lamb(params, lr=lr, betas=betas, eps=opt.eps, weight_decay=opt.weight_decay)
 
 
-def lr_factor(config: dict[str, Any], steps_per_epoch: int) -> Callable[[int], float]:
+def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:
     """Multiplier of the peak lr at optimizer step ``s``: linear warm-up, then cosine or step."""
     steps_per_epoch = max(steps_per_epoch, 1)
-    total = config["epochs"] * steps_per_epoch
-    warm = round(config["warmup_epochs"] * steps_per_epoch)
-    milestones = config["step_decay"]["milestones"]
-    gamma = config["step_decay"]["gamma"]
-    cosine = config["schedule"] == "cosine"
+    total = config.epochs * steps_per_epoch
+    warm = round(config.warmup_epochs * steps_per_epoch)
+    milestones = config.step_decay.milestones
+    gamma = config.step_decay.gamma
+    cosine = config.schedule == "cosine"
 
     def factor(step: int) -> float:
         if step < warm:
@@ -169,7 +170,7 @@ def lr_factor(config: dict[str, Any], steps_per_epoch: int) -> Callable[[int], f
     return factor
 
 
-def build_engine(model: nn.Module, config: dict[str, Any], batches: Batches,
+def build_engine(model: nn.Module, config: TrainConfig, batches: BatchSplit,
                  steps_per_epoch: int) -> tuple[Any, dict[str, Any]]:
     """``deepspeed.initialize`` with our optimizer and per-step scheduler.
 
@@ -184,9 +185,8 @@ def build_engine(model: nn.Module, config: dict[str, Any], batches: Batches,
     engine, _, _, _ = deepspeed.initialize(model=model, optimizer=optimizer,
                                            lr_scheduler=scheduler, config=cfg,
                                            dist_init_required=False)
-    if config["zero_stage"] == 0 and engine.dp_world_size == 1:
+    if config.zero_stage == 0 and engine.dp_world_size == 1:
         # Alone, the "all-reduce" is the identity, yet DeepSpeed would still flatten every
-        # gradient into one buffer and copy it back: ~7 % of a step on a CPU
-        # (docs/benchmarks.md, "Training step").
+        # gradient into one buffer and copy it back (docs/benchmarks.md, "Training step").
         engine.enable_backward_allreduce = False
     return engine, cfg

@@ -21,16 +21,32 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from benscale import launch, provenance
+from benscale import provenance
 from benscale.atomic import write_json
 from benscale.bigearthnet import BAND_SETS
 from benscale.errors import DataError
-from benscale.train import checkpoint, data, engine, metrics, mllog, outputs, overlap
-from benscale.train.config import Batches, resolve_batches
-from benscale.train.model import build_model, loss_fn
-from benscale.train.steps import (StepContext, predict, reduce_over_ranks, sum_over_ranks,
-                                  sync_batchnorm_stats, train_micro_batches)
-from benscale.train.timing import CommTimer, PhaseTimes, time_gradient_reduction
+from benscale.files import run as run_files
+from benscale.files.batches import BatchSplit
+from benscale.files.run import (
+    BatchRecord,
+    BestEpoch,
+    EpochRow,
+    RunRecord,
+    HoldoutEvaluation,
+    WorldRecord,
+)
+from benscale.train import checkpoint, data, engine, eventlog, metrics
+from benscale.train.config import TrainConfig
+from benscale.train.steps import (
+    build_step_context,
+    predict,
+    reduce_over_ranks,
+    sum_over_ranks,
+    sync_batchnorm_stats,
+    train_micro_batches,
+)
+from benscale.train.timing import PhaseTimes
+from benscale.train.world import World, discover
 
 log = logging.getLogger("benscale.train")
 
@@ -39,11 +55,11 @@ log = logging.getLogger("benscale.train")
 class Run:
     """State of one run shared by the phases below."""
 
-    config: dict[str, Any]
+    config: TrainConfig
     data_dir: Path
     run_dir: Path
-    world: launch.World
-    batches: Batches
+    world: World
+    batches: BatchSplit
     backend: str
     device: torch.device
     hosts: list[str]
@@ -56,7 +72,7 @@ class Run:
     @property
     def ckpt_dir(self) -> Path:
         """Where DeepSpeed checkpoints go."""
-        return self.run_dir / "checkpoints"
+        return self.run_dir / run_files.CHECKPOINTS
 
 
 def seed_everything(seed: int) -> None:
@@ -66,7 +82,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def gather_hosts(world: launch.World) -> tuple[launch.World, list[str]]:
+def gather_hosts(world: World) -> tuple[World, list[str]]:
     """Host names of all ranks; without BENSCALE_NODES, nodes = distinct hosts."""
     hosts: list[Any] = [None] * world.world_size
     # Slurm's node name: equal to the host name on a real cluster, and what tells the fake
@@ -79,48 +95,27 @@ def gather_hosts(world: launch.World) -> tuple[launch.World, list[str]]:
     return world, hosts
 
 
-def build_context(config: dict[str, Any], batches: Batches, steps_per_epoch: int,
-                  device: torch.device) -> tuple[StepContext, dict[str, Any]]:
-    """Model + DeepSpeed engine + timers, ready for :mod:`benscale.train.steps`.
-
-    Needs an initialised process group (:func:`benscale.train.engine.init_distributed`).
-    Returns the context and the DeepSpeed config used.
-    """
-    in_channels = len(BAND_SETS[config["bands"]])
-    model = build_model(in_channels, config["num_classes"])
-    if config["channels_last"]:
-        model = model.to(memory_format=torch.channels_last)
-    ds_engine, ds_cfg = engine.build_engine(model, config, batches, steps_per_epoch)
-    dtype = torch.bfloat16 if config["precision"] == "bf16-deepspeed" else torch.float32
-    autocast = torch.bfloat16 if config["precision"] == "bf16" else None
-    comm = CommTimer(device)
-    if overlap.wanted(ds_engine, config["zero_stage"]):
-        overlap.install(ds_engine, comm)
-    time_gradient_reduction(ds_engine, comm)
-    return StepContext(ds_engine, device, dtype, config["channels_last"], comm, loss_fn(),
-                       autocast), ds_cfg
-
-
-def start(config: dict[str, Any], data_dir: Path, run_dir: Path) -> Run:
+def start(config: TrainConfig, data_dir: Path, run_dir: Path) -> Run:
     """Checks, then the process group; raises ConfigError/DataError before any training."""
-    world = launch.discover()
-    batches = resolve_batches(config, world.world_size)
-    data.check_data(data_dir, config["bands"], config["num_classes"])
-    if config["threads"]:
-        torch.set_num_threads(config["threads"])
-    backend, device = engine.init_distributed(world, config["timeout_s"])
+    world = discover()
+    batches = config.batches(world.world_size)
+    data.check_data(data_dir, config.bands, config.num_classes)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    backend, device = engine.init_distributed(world, config.timeout_s)
     world, hosts = gather_hosts(world)
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
     return Run(config, data_dir, run_dir, world, batches, backend, device, hosts)
 
 
-def world_record(run: Run) -> dict[str, Any]:
+def world_record(run: Run) -> WorldRecord:
     """The ``world`` block of run.json."""
-    return {"world_size": run.world.world_size, "nodes": run.world.nodes,
-            "gpus_per_node": run.world.local_world_size, "hosts": sorted(set(run.hosts)),
-            "launcher": run.world.launcher, "backend": run.backend, "device": str(run.device),
-            "emulated_nodes": run.world.emulated_nodes, "master_addr": run.world.master_addr,
-            "master_port": run.world.master_port, "rank_hosts": run.hosts}
+    return WorldRecord(
+        world_size=run.world.world_size, nodes=run.world.nodes,
+        gpus_per_node=run.world.local_world_size, hosts=tuple(sorted(set(run.hosts))),
+        launcher=run.world.launcher, backend=run.backend, device=str(run.device),
+        emulated_nodes=run.world.emulated_nodes, master_addr=run.world.master_addr,
+        master_port=run.world.master_port, rank_hosts=tuple(run.hosts))
 
 
 class Trainer:
@@ -130,59 +125,63 @@ class Trainer:
         """Datasets, model, engine, and the run directory's static files."""
         self.run = run
         cfg = run.config
-        bands = BAND_SETS[cfg["bands"]]
-        seed_everything(cfg["seed"])
-        self.train_set = data.PatchDataset(run.data_dir, "train", bands, True, cfg["seed"],
-                                           cfg["augment"], cfg["num_classes"])
-        self.val_set = data.PatchDataset(run.data_dir, "validation", bands, False, cfg["seed"],
-                                         False, cfg["num_classes"])
+        seed_everything(cfg.seed)
+        self.train_set = self.dataset("train", augment=cfg.augment)
+        self.val_set = self.dataset("validation")
         b = run.batches
-        self.layout = data.Layout(run.world.rank, run.world.world_size, b.per_rank,
-                                  b.grad_accumulation)
-        self.steps = data.steps_per_epoch(len(self.train_set), self.layout, cfg["limit_batches"])
+        self.steps = data.steps_per_epoch(len(self.train_set), b, cfg.limit_batches)
         if self.steps == 0:
             raise DataError(f"{run.data_dir}: the train split has {len(self.train_set)} "
-                                 f"patches, fewer than one global batch of {b.global_batch}; "
-                                 "lower the batch or extract more patches")
-        self.ctx, self.ds_cfg = build_context(cfg, b, self.steps, run.device)
+                            f"patches, fewer than one global batch of {b.global_batch}; "
+                            "lower the batch or extract more patches")
+        self.ctx, self.ds_cfg = build_step_context(cfg, b, self.steps, run.device)
         self.lr = engine.peak_lr(cfg, b.global_batch)
-        self.eval_batch = cfg["eval_batch_per_gpu"] or b.per_rank
-        self.best: dict[str, Any] = {"epoch": None, "val_map_macro": None}
+        self.eval_batch = cfg.eval_batch_per_gpu or b.per_rank
+        self.best = BestEpoch()
         self.mllog = None
         self.consistency: dict[str, Any] = {}
 
+    def dataset(self, split: str, augment: bool = False) -> data.PatchDataset:
+        """The dataset of ``split`` for this run's bands, classes and seed."""
+        cfg = self.run.config
+        return data.PatchDataset(self.run.data_dir, split, data.DatasetOptions(
+            bands=BAND_SETS[cfg.bands], num_classes=cfg.num_classes, seed=cfg.seed,
+            augment=augment))
+
     # ----------------------------------------------------------------- run directory
-    def write_run_json(self, status: str, test: dict[str, Any] | None = None) -> None:
+    def write_run_json(self, status: str, test: HoldoutEvaluation | None = None) -> None:
         """run.json: resolved config, world, provenance, status, test metrics, tags."""
         if not self.run.is_main:
             return
         cfg = self.run.config
-        prov = provenance.collect(cfg)
-        prov.update({"seeds": {"seed": cfg["seed"]}, "hosts": sorted(set(self.run.hosts)),
-                     "slurm_job_id": prov.get("slurm", {}).get("SLURM_JOB_ID")})
-        write_json(self.run.run_dir / "run.json", {
-            "config": cfg, "world": world_record(self.run),
-            "batches": self.run.batches.__dict__ | {"steps_per_epoch": self.steps},
-            "provenance": prov, "status": status, "test": test or {}, "best": self.best,
-            "tags": cfg["tags"], "deepspeed_config": self.ds_cfg,
-            "consistency": self.consistency,
-        })
+        config = cfg.to_dict()
+        prov = provenance.collect(config, seeds={"seed": cfg.seed},
+                                  hosts=tuple(sorted(set(self.run.hosts))))
+        b = self.run.batches
+        RunRecord(
+            config=config, world=world_record(self.run),
+            batches=BatchRecord(b.global_batch, b.per_rank, b.grad_accumulation, self.steps),
+            provenance=prov, status=status, test=test, best=self.best,
+            tags=dict(cfg.tags), deepspeed_config=self.ds_cfg, consistency=self.consistency,
+        ).write(self.run.run_dir)
 
     def open_outputs(self, resumed_from: int) -> None:
-        """ds_config.json, run.json (running), mllog header; drop CSV rows past the resume point."""
+        """ds_config.json, run.json (running), event log header; drop CSV rows past the
+        resume point."""
         if not self.run.is_main:
             return
-        self.run.run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(self.run.run_dir / "ds_config.json", self.ds_cfg)
+        run_dir = self.run.run_dir
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / run_files.ENGINE_CONFIG, self.ds_cfg)
         self.write_run_json("running")
-        outputs.truncate_after(self.run.run_dir / "epochs.csv", outputs.EPOCH_COLUMNS, resumed_from)
-        outputs.truncate_after(self.run.run_dir / "per_class_ap.csv", outputs.AP_COLUMNS,
-                               resumed_from)
-        self.mllog = mllog.open_log(self.run.run_dir / "mllog.jsonl")
-        self.mllog.start(key=mllog.constants.RUN_START, metadata={"resumed_from_epoch": resumed_from})
-        mllog.log_config(self.mllog, self.run.config, self.run.batches.global_batch,
-                         self.run.world.world_size, self.steps * self.run.batches.global_batch,
-                         len(self.val_set), self.lr)
+        run_files.truncate_after(run_dir, resumed_from)
+        self.mllog = eventlog.open_log(run_dir / run_files.EVENT_LOG)
+        self.mllog.start(key=eventlog.constants.RUN_START,
+                         metadata={"resumed_from_epoch": resumed_from})
+        eventlog.log_config(self.mllog, self.run.config, self.run.batches.global_batch,
+                            self.run.world.world_size,
+                            self.steps * self.run.batches.global_batch, len(self.val_set),
+                            self.lr)
 
     # ----------------------------------------------------------------- phases
     def resume(self) -> int:
@@ -190,7 +189,8 @@ class Trainer:
         client = checkpoint.load(self.ctx.engine, self.run.ckpt_dir, self.run.world.rank)
         if client is None:
             return 0
-        self.best = client.get("best", self.best)
+        best = client.get("best") or {}
+        self.best = BestEpoch(best.get("epoch"), best.get("val_map_macro"))
         log.info("resumed from %s (epoch %d)", checkpoint.latest_tag(self.run.ckpt_dir),
                  client["epoch"])
         return int(client["epoch"])
@@ -199,12 +199,14 @@ class Trainer:
         """One epoch on this rank's batches; returns (times, loss sum, samples)."""
         cfg = self.run.config
         self.train_set.set_epoch(epoch)
-        batches = data.train_batches(len(self.train_set), self.layout, cfg["seed"], epoch,
-                                     cfg["limit_batches"])
-        loader = data.loader(self.train_set, batches, cfg["workers"], self.run.device.type == "cuda")
+        batches = data.train_batches(len(self.train_set), self.run.batches,
+                                     self.run.world.rank, self.run.world.world_size,
+                                     cfg.seed, epoch, cfg.limit_batches)
+        loader = data.loader(self.train_set, batches, cfg.workers,
+                             self.run.device.type == "cuda")
         times = PhaseTimes()
-        show = self.run.is_main and cfg["progress"]
-        with tqdm(total=len(batches), desc=f"epoch {epoch}/{cfg['epochs']}", disable=not show,
+        show = self.run.is_main and cfg.progress
+        with tqdm(total=len(batches), desc=f"epoch {epoch}/{cfg.epochs}", disable=not show,
                   unit="batch", leave=False) as bar:
             loss_sum, samples = train_micro_batches(self.ctx, loader, times, bar)
         return times, loss_sum, samples
@@ -214,8 +216,8 @@ class Trainer:
         cfg = self.run.config
         batches = data.eval_batches(len(split_set), self.run.world.rank,
                                     self.run.world.world_size, self.eval_batch,
-                                    cfg["limit_eval_batches"])
-        loader = data.loader(split_set, batches, cfg["workers"], self.run.device.type == "cuda")
+                                    cfg.limit_eval_batches)
+        loader = data.loader(split_set, batches, cfg.workers, self.run.device.type == "cuda")
         logits, targets = predict(self.ctx, loader)
         scores, ap = metrics.evaluate(targets, logits)
         scores["loss"] = float(self.ctx.loss_fn(torch.from_numpy(logits),
@@ -226,83 +228,84 @@ class Trainer:
     def save(self, epoch: int) -> float:
         """Checkpoint the end of ``epoch`` and prune old ones; returns seconds taken."""
         cfg = self.run.config
-        if not cfg["checkpoint"]["enabled"]:
+        if not cfg.checkpoint.enabled:
             return 0.0
         start = time.perf_counter()
         checkpoint.save(self.ctx.engine, self.run.ckpt_dir, epoch,
-                        {"epoch": epoch, "best": self.best}, self.run.world.rank)
+                        {"epoch": epoch, "best": {"epoch": self.best.epoch,
+                                                  "val_map_macro": self.best.val_map_macro}},
+                        self.run.world.rank)
         dist.barrier()
         if self.run.is_main:
-            protect = {checkpoint.tag(self.best["epoch"])} if (
-                cfg["test_on"] == "best" and self.best["epoch"]) else set()
-            checkpoint.prune(self.run.ckpt_dir, cfg["checkpoint"]["keep_last"], protect)
+            protect = {checkpoint.tag(self.best.epoch)} if (
+                cfg.test_on == "best" and self.best.epoch) else set()
+            checkpoint.prune(self.run.ckpt_dir, cfg.checkpoint.keep_last, protect)
         dist.barrier()
         return time.perf_counter() - start
 
     def record_epoch(self, epoch: int, times: PhaseTimes, loss: float, samples: int,
-                     val: dict[str, float], ap: np.ndarray, extra: dict[str, float]) -> None:
+                     val: dict[str, float], ap: np.ndarray, eval_s: float,
+                     ckpt_s: float) -> None:
         """Reduce timings over ranks and (rank 0) write the epoch's CSV rows and events."""
         high, mean = reduce_over_ranks(times.values(), self.run.device)
         if not self.run.is_main:
             return
-        names = PhaseTimes.names()
-        row: dict[str, Any] = {"epoch": epoch, "world_size": self.run.world.world_size,
-                               "nodes": self.run.world.nodes,
-                               "global_batch": self.run.batches.global_batch}
-        row |= dict(zip(names, high, strict=True))
-        row |= {f"{n}_mean": v for n, v in zip(names, mean, strict=True)}
-        row |= {"samples_per_s": samples / row["epoch_time_s"] if row["epoch_time_s"] else 0.0,
-                "train_loss": loss, "val_loss": val["loss"], "samples": samples,
-                "steps": self.steps, "lr": self.ctx.engine.get_lr()[0]}
-        row |= {f"val_{k}": v for k, v in val.items() if k not in ("loss", "n_patches")}
-        row |= extra
-        outputs.append_epoch(self.run.run_dir / "epochs.csv", outputs.EPOCH_COLUMNS, [row])
-        classes = self.val_set.shards.classes
-        outputs.append_epoch(self.run.run_dir / "per_class_ap.csv", outputs.AP_COLUMNS,
-                             [{"epoch": epoch, "class": c, "ap": float(a)}
-                              for c, a in zip(classes, ap, strict=True)])
-        self.mllog.event(key=mllog.constants.EVAL_ACCURACY, value=val["map_macro"],
+        worst = dict(zip(PhaseTimes.names(), high, strict=True))
+        avg = dict(zip(PhaseTimes.names(), mean, strict=True))
+        epoch_s = worst["epoch_time_s"]
+        row = EpochRow(
+            epoch=epoch, world_size=self.run.world.world_size, nodes=self.run.world.nodes,
+            global_batch=self.run.batches.global_batch,
+            **worst, **{f"{k}_mean": v for k, v in avg.items()},
+            samples_per_s=samples / epoch_s if epoch_s else 0.0,
+            train_loss=loss, val_loss=val["loss"],
+            **{f"val_{m}": val[m] for m in run_files.METRICS},
+            lr=self.ctx.engine.get_lr()[0], steps=self.steps, samples=samples,
+            eval_time_s=eval_s, checkpoint_time_s=ckpt_s)
+        run_files.append_epoch(self.run.run_dir, row)
+        run_files.append_class_ap(self.run.run_dir, epoch, self.val_set.shards.classes,
+                                  list(ap))
+        self.mllog.event(key=eventlog.constants.EVAL_ACCURACY, value=val["map_macro"],
                          metadata={"epoch_num": epoch, "map_micro": val["map_micro"]})
-        self.mllog.end(key=mllog.constants.EPOCH_STOP, metadata={"epoch_num": epoch,
-                       "samples_per_s": row["samples_per_s"]})
+        self.mllog.end(key=eventlog.constants.EPOCH_STOP,
+                       metadata={"epoch_num": epoch, "samples_per_s": row.samples_per_s})
 
-    def fit(self) -> dict[str, Any]:
-        """Resume, train the remaining epochs, test; returns the test metrics."""
+    def fit(self) -> HoldoutEvaluation:
+        """Resume, train the remaining epochs, test; returns the test result."""
         done = self.resume()
         self.open_outputs(done)
         cfg = self.run.config
-        for epoch in range(done + 1, cfg["epochs"] + 1):
+        for epoch in range(done + 1, cfg.epochs + 1):
             if self.run.is_main:
-                self.mllog.start(key=mllog.constants.EPOCH_START, metadata={"epoch_num": epoch})
+                self.mllog.start(key=eventlog.constants.EPOCH_START,
+                                 metadata={"epoch_num": epoch})
             times, loss_sum, samples = self.train_epoch(epoch)
             loss_sum, total = sum_over_ranks([loss_sum, samples], self.run.device)
             sync_batchnorm_stats(self.ctx.engine.module)
             t0 = time.perf_counter()
             val, ap = self.evaluate(self.val_set)
             eval_s = time.perf_counter() - t0
-            if self.best["val_map_macro"] is None or val["map_macro"] > self.best["val_map_macro"]:
-                self.best = {"epoch": epoch, "val_map_macro": val["map_macro"]}
+            if self.best.val_map_macro is None or val["map_macro"] > self.best.val_map_macro:
+                self.best = BestEpoch(epoch, val["map_macro"])
             ckpt_s = self.save(epoch)
             self.record_epoch(epoch, times, loss_sum / max(total, 1), int(total), val, ap,
-                              {"eval_time_s": eval_s, "checkpoint_time_s": ckpt_s})
+                              eval_s, ckpt_s)
         return self.test()
 
-    def test(self) -> dict[str, Any]:
+    def test(self) -> HoldoutEvaluation:
         """Evaluate the test split with the best (or last) checkpoint's weights."""
         cfg = self.run.config
-        name = checkpoint.latest_tag(self.run.ckpt_dir) if cfg["checkpoint"]["enabled"] else None
-        if cfg["test_on"] == "best" and self.best["epoch"] and name:
-            wanted = checkpoint.tag(self.best["epoch"])
+        name = checkpoint.latest_tag(self.run.ckpt_dir) if cfg.checkpoint.enabled else None
+        if cfg.test_on == "best" and self.best.epoch and name:
+            wanted = checkpoint.tag(self.best.epoch)
             if wanted != name and (self.run.ckpt_dir / wanted).is_dir():
                 checkpoint.load(self.ctx.engine, self.run.ckpt_dir, self.run.world.rank, wanted)
                 name = wanted
-        bands = BAND_SETS[cfg["bands"]]
-        test_set = data.PatchDataset(self.run.data_dir, "test", bands, False, cfg["seed"], False,
-                                     cfg["num_classes"])
-        scores, _ = self.evaluate(test_set)
-        scores |= {"checkpoint": name or "final weights (checkpoints disabled)",
-                   "test_on": cfg["test_on"]}
-        return scores
+        scores, _ = self.evaluate(self.dataset("test"))
+        return HoldoutEvaluation(**{m: scores[m] for m in run_files.METRICS}, loss=scores["loss"],
+                          n_patches=scores["n_patches"],
+                          checkpoint=name or "final weights (checkpoints disabled)",
+                          test_on=cfg.test_on)
 
 
 def parameter_digests(model: torch.nn.Module) -> list[str]:
@@ -315,8 +318,8 @@ def parameter_digests(model: torch.nn.Module) -> list[str]:
     return out
 
 
-def train(config: dict[str, Any], data_dir: Path, run_dir: Path) -> dict[str, Any]:
-    """Run (or resume) a whole training run; returns the test metrics.
+def train(config: TrainConfig, data_dir: Path, run_dir: Path) -> HoldoutEvaluation:
+    """Run (or resume) a whole training run; returns the test result.
 
     Any exception on this rank propagates (non-zero exit); rank 0 first marks run.json
     ``failed``. Peers then fail on their next collective (socket closed, or ``timeout_s``).
@@ -333,9 +336,9 @@ def train(config: dict[str, Any], data_dir: Path, run_dir: Path) -> dict[str, An
         raise
     if run.is_main:
         trainer.write_run_json("ok", test)
-        trainer.mllog.end(key=mllog.constants.RUN_STOP,
-                          metadata={"status": "success", "test_map_macro": test["map_macro"]})
-        mllog.close_log(trainer.mllog)
+        trainer.mllog.end(key=eventlog.constants.RUN_STOP,
+                          metadata={"status": "success", "test_map_macro": test.map_macro})
+        eventlog.close_log(trainer.mllog)
     dist.barrier()
     dist.destroy_process_group()
     return test

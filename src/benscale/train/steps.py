@@ -1,7 +1,8 @@
 """One training epoch and one evaluation pass through the DeepSpeed engine.
 
-Kept apart from the run's bookkeeping so that bench/ can drive the very same step on
-in-memory tensors (:func:`synthetic_steps`): same engine, same timers, no files.
+Kept apart from the run's bookkeeping so that a benchmark can drive the very same step on
+in-memory tensors: :func:`build_step_context` then :func:`train_micro_batches` with batches
+``(x, y, None, None)``: same engine, same timers, no files.
 """
 
 from __future__ import annotations
@@ -16,9 +17,17 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from benscale.bigearthnet import BAND_SETS
+from benscale.files.batches import BatchSplit
+from benscale.train import engine as engine_mod
+from benscale.train import overlap
+from benscale.train.config import TrainConfig
 from benscale.train.data import orient_batch
-from benscale.train.model import batchnorm_buffers
-from benscale.train.timing import CommTimer, PhaseTimes, synchronize
+from benscale.train.model import batchnorm_buffers, build_model, loss_fn
+from benscale.train.timing import CommTimer, PhaseTimes, synchronize, time_gradient_reduction
+
+__all__ = ["PhaseTimes", "StepContext", "build_step_context", "predict", "reduce_over_ranks",
+           "train_micro_batches"]
 
 
 @dataclass
@@ -51,6 +60,27 @@ class StepContext:
             x = orient_batch(x, orientations)
         x = x.to(self.dtype)
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+
+def build_step_context(config: TrainConfig, batches: BatchSplit, steps_per_epoch: int,
+                       device: torch.device) -> tuple[StepContext, dict[str, Any]]:
+    """Model + DeepSpeed engine + timers, ready for :func:`train_micro_batches`.
+
+    Needs an initialised process group (:func:`benscale.train.engine.init_distributed`).
+    Returns the context and the DeepSpeed config used.
+    """
+    model = build_model(len(BAND_SETS[config.bands]), config.num_classes)
+    if config.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    ds_engine, ds_cfg = engine_mod.build_engine(model, config, batches, steps_per_epoch)
+    dtype = torch.bfloat16 if config.precision == "bf16-deepspeed" else torch.float32
+    autocast = torch.bfloat16 if config.precision == "bf16" else None
+    comm = CommTimer(device)
+    if overlap.wanted(ds_engine, config.zero_stage):
+        overlap.install(ds_engine, comm)
+    time_gradient_reduction(ds_engine, comm)
+    return StepContext(ds_engine, device, dtype, config.channels_last, comm, loss_fn(),
+                       autocast), ds_cfg
 
 
 def train_micro_batches(ctx: StepContext, batches: Iterable[Any], times: PhaseTimes,
@@ -162,27 +192,3 @@ def sum_over_ranks(values: list[float], device: torch.device) -> list[float]:
     if dist.is_initialized() and dist.get_world_size() > 1:
         dist.all_reduce(t)
     return t.cpu().tolist()
-
-
-def synthetic_batch(batch: int, channels: int, classes: int, seed: int = 0
-                    ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One batch of random 120 x 120 inputs and multi-hot labels (30 % positives)."""
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(batch, channels, 120, 120, generator=gen)
-    y = (torch.rand(batch, classes, generator=gen) < 0.3).float()
-    return x, y
-
-
-def synthetic_steps(ctx: StepContext, inputs: tuple[torch.Tensor, torch.Tensor],
-                    steps: int) -> PhaseTimes:
-    """Run ``steps`` micro-steps on one in-memory batch (:func:`synthetic_batch`).
-
-    For benchmarks: the identical step, timers and engine as a real epoch, so a comparison
-    with a bare PyTorch loop measures benscale's overhead and nothing else (the batch is
-    made once, outside, as the bare loop's is). Call it once for warm-up and discard that
-    result.
-    """
-    x, y = inputs
-    times = PhaseTimes()
-    train_micro_batches(ctx, ((x, y, None, None) for _ in range(steps)), times)
-    return times

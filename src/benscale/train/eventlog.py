@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Any
 
-from mlperf_logging import mllog
 from mlperf_logging.mllog import constants
 from mlperf_logging.mllog.mllog import MLLogger
+
+from benscale.train.config import TrainConfig
 
 PREFIX = ":::MLLOG "
 
@@ -46,15 +46,15 @@ def close_log(log: MLLogger) -> None:
         log.logger.removeHandler(handler)
 
 
-def log_config(log: MLLogger, config: dict[str, Any], global_batch: int,
+def log_config(log: MLLogger, config: TrainConfig, global_batch: int,
                world_size: int, n_train: int, n_eval: int, lr: float) -> None:
     """The submission-style header events."""
     log.event(key=constants.SUBMISSION_BENCHMARK, value="resnet50-bigearthnet")
-    log.event(key=constants.SEED, value=config["seed"])
+    log.event(key=constants.SEED, value=config.seed)
     log.event(key=constants.GLOBAL_BATCH_SIZE, value=global_batch)
     log.event(key="world_size", value=world_size)
     log.event(key=constants.TRAIN_SAMPLES, value=n_train)
     log.event(key=constants.EVAL_SAMPLES, value=n_eval)
-    log.event(key=constants.OPT_NAME, value=config["optimizer"]["name"])
+    log.event(key=constants.OPT_NAME, value=config.optimizer.name)
     log.event(key=constants.OPT_BASE_LR, value=lr)
-    log.event(key=constants.GRADIENT_ACCUMULATION_STEPS, value=config["grad_accumulation"])
+    log.event(key=constants.GRADIENT_ACCUMULATION_STEPS, value=config.grad_accumulation)

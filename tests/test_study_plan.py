@@ -1,4 +1,4 @@
-"""benscale.scaling: the points of a study, their batches, launch argv and Slurm resources."""
+"""benscale.study: the points of a study, their batches, launch argv and Slurm resources."""
 
 from __future__ import annotations
 
@@ -7,13 +7,15 @@ import json
 import shlex
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import yaml
 
-from benscale import scaling
 from benscale.errors import ConfigError
+from benscale.files.study import Point, SlurmSection, StudyConfig
+from benscale.study import launchers, plan, slurm
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -25,10 +27,19 @@ def study_config(**study: object) -> dict:
     return config
 
 
+def typed(config: dict) -> StudyConfig:
+    return StudyConfig.from_dict(config)
+
+
+def point(name: str, mode: str, nodes: int, gpn: int, world: int, gb: int, bpg: int) -> Point:
+    return Point(name, mode, nodes, gpn, 0, world, gb, bpg, f"runs/{name}",
+                 f"logs/train/{name}.log")
+
+
 def test_points_strong_and_weak_batches() -> None:
     config = study_config(modes=["strong", "weak"], nodes=[1, 2, 4], gpus_per_node=4,
                           repeats=2, global_batch=256, batch_per_gpu=32)
-    points = scaling.plan_points(config)
+    points = plan.plan_points(typed(config))
     assert [p.name for p in points[:3]] == ["strong-n1-r0", "strong-n1-r1", "strong-n2-r0"]
     assert len(points) == 2 * 3 * 2
     by_name = {p.name: p for p in points}
@@ -45,105 +56,104 @@ def test_grad_accumulation_enters_the_batches() -> None:
     config = study_config(modes=["strong", "weak"], nodes=[2], gpus_per_node=2,
                           global_batch=64, batch_per_gpu=8)
     config["train"]["grad_accumulation"] = 2
-    strong, weak = scaling.plan_points(config)
+    strong, weak = plan.plan_points(typed(config))
     assert (strong.global_batch, strong.batch_per_gpu) == (64, 8)  # 64 / (4 ranks x 2 steps)
     assert (weak.global_batch, weak.batch_per_gpu) == (64, 8)      # 8 x 4 ranks x 2 steps
 
 
 def test_indivisible_global_batch_names_point_and_fix() -> None:
     config = study_config(nodes=[1, 3], gpus_per_node=4, global_batch=32)
-    with pytest.raises(ConfigError, match=r"strong-n3-r0.*not divisible by world size 12"):
-        scaling.plan_points(config)
+    with pytest.raises(ConfigError, match=r"strong-n3-r0.*cannot be split over world size 12"):
+        plan.plan_points(typed(config))
 
 
 def test_duplicate_node_counts_refused() -> None:
     with pytest.raises(ConfigError, match="once"):
-        scaling.plan_points(study_config(nodes=[1, 1]))
+        plan.plan_points(typed(study_config(nodes=[1, 1])))
 
 
 def test_sixty_four_nodes_plan() -> None:
     config = study_config(nodes=[1, 2, 4, 8, 16, 32, 64], gpus_per_node=4, global_batch=1024)
-    points = scaling.plan_points(config)
+    points = plan.plan_points(typed(config))
     assert [p.world_size for p in points] == [4, 8, 16, 32, 64, 128, 256]
     assert points[-1].batch_per_gpu == 4
 
 
 def test_local_cap_refuses_oversubscription() -> None:
-    points = scaling.plan_points(study_config(nodes=[1, 2, 4], gpus_per_node=4))
+    points = plan.plan_points(typed(study_config(nodes=[1, 2, 4], gpus_per_node=4)))
     with pytest.raises(ConfigError, match=r"strong-n4-r0 needs 16 local processes.*max_local_procs=8"):
-        scaling.check_local_cap(points, "mpiexec", 8)
-    scaling.check_local_cap(points, "mpiexec", 16)   # raised cap: accepted
-    scaling.check_local_cap(points, "srun", 1)       # a cluster has no local cap
+        launchers.check_local_cap(points, "mpiexec", 8)
+    launchers.check_local_cap(points, "mpiexec", 16)   # raised cap: accepted
+    launchers.check_local_cap(points, "srun", 1)       # a cluster has no local cap
 
 
 def test_launcher_argv_local() -> None:
-    assert scaling.launcher_argv("mpiexec", 2, 2, 1) == [
+    assert launchers.launcher_argv("mpiexec", 2, 2, 1) == [
         "env", "OMP_NUM_THREADS=1", "BENSCALE_NODES=2", "mpiexec", "-n", "4"]
-    assert scaling.launcher_argv("torchrun", 3, 2, 2) == [
+    assert launchers.launcher_argv("torchrun", 3, 2, 2) == [
         "env", "OMP_NUM_THREADS=2", "BENSCALE_NODES=3", "torchrun", "--standalone",
         "--nproc-per-node=6", "--no-python"]
 
 
 def test_launcher_argv_srun_spells_out_the_step() -> None:
-    argv = scaling.launcher_argv("srun", 64, 4, 12, "gpus-per-node")
+    argv = launchers.launcher_argv("srun", 64, 4, 12, "gpus-per-node")
     assert argv == ["env", "OMP_NUM_THREADS=12", "srun", "--nodes=64", "--ntasks=256",
                     "--ntasks-per-node=4", "--cpus-per-task=12", "--kill-on-bad-exit=1",
                     "--gpus-per-node=4"]
-    assert scaling.launcher_argv("srun", 2, 2, 1, "gres")[-1] == "--gres=gpu:2"
-    assert "--gpus-per-node" not in " ".join(scaling.launcher_argv("srun", 2, 2, 1, "none"))
+    assert launchers.launcher_argv("srun", 2, 2, 1, "gres")[-1] == "--gres=gpu:2"
+    assert "--gpus-per-node" not in " ".join(launchers.launcher_argv("srun", 2, 2, 1, "none"))
     # one rank: the plugin already runs the rule as a one-task step
-    assert scaling.launcher_argv("srun", 1, 1, 4) == ["env", "OMP_NUM_THREADS=4"]
+    assert launchers.launcher_argv("srun", 1, 1, 4) == ["env", "OMP_NUM_THREADS=4"]
     with pytest.raises(ConfigError, match="launcher.kind"):
-        scaling.launcher_argv("mpirun-typo", 1, 2, 1)
+        launchers.launcher_argv("mpirun-typo", 1, 2, 1)
 
 
 def test_slurm_resources_one_allocation_per_point() -> None:
-    slurm = {"cpus_per_task": 8, "mem_mb_per_node": 64000, "runtime_min": 90,
-             "gpu_request": "gpus-per-node"}
-    big = scaling.Point("strong-n64-r0", "strong", 64, 4, 0, 256, 1024, 4)
-    assert scaling.slurm_resources(big, slurm) == {
+    cfg = SlurmSection(cpus_per_task=8, mem_mb_per_node=64000, runtime_min=90,
+                       gpu_request="gpus-per-node")
+    big = point("strong-n64-r0", "strong", 64, 4, 256, 1024, 4)
+    assert slurm.slurm_resources(big, cfg) == {
         "nodes": 64, "tasks_per_node": 4, "mpi": "srun", "cpus_per_task": 8,
         "mem_mb": 64000, "runtime": 90, "slurm_extra": "'--gpus-per-node=4'"}
     # one GPU per node: the plugin refuses tasks_per_node=1 for MPI jobs -> tasks = nodes
-    thin = scaling.Point("weak-n4-r0", "weak", 4, 1, 0, 4, 128, 32)
-    res = scaling.slurm_resources(thin, {**slurm, "gpu_request": "gres"})
+    thin = point("weak-n4-r0", "weak", 4, 1, 4, 128, 32)
+    res = slurm.slurm_resources(thin, replace(cfg, gpu_request="gres"))
     assert (res["tasks"], res["gres"], res["tasks_per_gpu"]) == (4, "gpu:1", 1)
     assert "tasks_per_node" not in res and "gpu" not in res
     # a single rank is no MPI job
-    single = scaling.Point("strong-n1-r0", "strong", 1, 1, 0, 1, 32, 32)
-    res = scaling.slurm_resources(single, {**slurm, "mem_mb_per_node": None,
-                                           "gpu_request": "none"})
+    single = point("strong-n1-r0", "strong", 1, 1, 1, 32, 32)
+    res = slurm.slurm_resources(single, replace(cfg, mem_mb_per_node=None, gpu_request="none"))
     assert res == {"nodes": 1, "cpus_per_task": 8, "runtime": 90}
 
 
 def test_train_overrides_fix_exactly_one_batch() -> None:
     config = study_config(modes=["strong", "weak"], nodes=[2], gpus_per_node=2,
                           global_batch=32, batch_per_gpu=16)
-    strong, weak = scaling.plan_points(config)
-    s = dict(item.split("=", 1) for item in scaling.train_overrides(strong, config))
-    w = dict(item.split("=", 1) for item in scaling.train_overrides(weak, config))
+    strong, weak = plan.plan_points(typed(config))
+    s = dict(item.split("=", 1) for item in plan.train_overrides(strong, typed(config)))
+    w = dict(item.split("=", 1) for item in plan.train_overrides(weak, typed(config)))
     assert (s["global_batch"], s["batch_per_gpu"]) == ("32", "null")
     assert (w["global_batch"], w["batch_per_gpu"]) == ("null", "16")
     assert s["tags.point"] == "strong-n2-r0" and s["tags.nodes"] == "2"
     assert s["epochs"] == str(config["train"]["epochs"])
     assert s["workers"] == "0"  # train.set passes through
-    args = scaling.set_args(strong, config)
+    args = plan.set_args(strong, typed(config))
     assert args[0::2] == ["--set"] * (len(args) // 2)
 
 
 def test_launch_command_with_injected_kill() -> None:
     config = study_config(nodes=[1, 2], gpus_per_node=2)
     config["debug"] = {"kill_points": ["strong-n2-r0"], "kill_after_s": 3}
-    one, two = scaling.plan_points(config)
-    assert not scaling.launch_command(one, config).startswith("timeout")
-    assert shlex.split(scaling.launch_command(two, config))[:5] == [
+    one, two = plan.plan_points(typed(config))
+    assert not launchers.launch_command(one, typed(config)).startswith("timeout")
+    assert shlex.split(launchers.launch_command(two, typed(config)))[:5] == [
         "timeout", "--signal=TERM", "--kill-after=10", "3s", "env"]
 
 
 def test_study_document_and_cli(tmp_path: Path) -> None:
     config = study_config(name="unit", modes=["strong"], nodes=[1, 2], gpus_per_node=2)
     out = tmp_path / "study.json"
-    proc = subprocess.run([sys.executable, "-m", "benscale.cli", "scaling", "study",
+    proc = subprocess.run([sys.executable, "-m", "benscale.cli", "study", "write",
                            "--config-json", json.dumps(config), "--out", str(out)],
                           capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
@@ -154,10 +164,10 @@ def test_study_document_and_cli(tmp_path: Path) -> None:
         "name": "strong-n2-r0", "mode": "strong", "nodes": 2, "gpus_per_node": 2,
         "repeat": 0, "world_size": 4, "global_batch": 32, "batch_per_gpu": 8,
         "run_dir": "runs/strong-n2-r0", "log": "logs/train/strong-n2-r0.log"}
-    # `benscale scaling points` prints the same plan
+    # `benscale study points` prints the same plan
     cfg_file = tmp_path / "cfg.yaml"
     cfg_file.write_text(yaml.safe_dump(config))
-    table = subprocess.run([sys.executable, "-m", "benscale.cli", "scaling", "points",
+    table = subprocess.run([sys.executable, "-m", "benscale.cli", "study", "points",
                             "--config", str(cfg_file)], capture_output=True, text=True,
                            check=True).stdout
     assert "strong-n2-r0" in table and table.count("\n") == 3
@@ -166,7 +176,7 @@ def test_study_document_and_cli(tmp_path: Path) -> None:
 def test_cli_rejects_unresolved_config(tmp_path: Path) -> None:
     broken = copy.deepcopy(study_config())
     del broken["train"]
-    proc = subprocess.run([sys.executable, "-m", "benscale.cli", "scaling", "points",
+    proc = subprocess.run([sys.executable, "-m", "benscale.cli", "study", "points",
                            "--config-json", json.dumps(broken)], capture_output=True,
                           text=True, check=False)
     assert proc.returncode == 2 and "RESOLVED" in proc.stderr

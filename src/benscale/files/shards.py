@@ -1,23 +1,26 @@
-"""The shard format: how ``benscale extract`` writes it, how the training stage reads it.
+"""The shard format: the netCDF4 shards, their manifest, band statistics and receipts.
 
-A shard is one netCDF4 file ``DIR/<split>/shard-NNNNN.nc`` holding up to ``shard_size``
-patches (docs/architecture.md, section 3; docs/shards.md for the layout choices):
+``benscale extract`` writes these files, the training stage reads them
+(docs/architecture.md, section 3; docs/shards.md for the layout choices). A shard is one
+netCDF4 file ``DIR/<split>/shard-NNNNN.nc`` holding up to ``shard_size`` patches:
 
 * ``reflectance(patch, band, y, x)`` uint16, stored either uncompressed and contiguous
   (``--compression none``, the default: reading a patch is a plain read of 345,600
-  bytes) or one zlib + shuffle chunk per patch (``--compression zlib``: 1.6x smaller,
-  ~10x dearer to read); never a whole shard per read either way;
+  bytes) or one zlib + shuffle chunk per patch (``--compression zlib``: smaller, dearer to
+  read); never a whole shard per read either way;
 * ``labels(patch, class)`` uint8 multi-hot in the ORIGINAL 19-class order;
 * coordinates ``patch_id``, ``band`` (+ ``wavelength_nm``, ``resolution_m``), ``class``.
 
-``shard_dataset`` + ``write_shard`` define the file (used by benscale.patches);
-``ShardSet``, ``load_stats`` and ``stats_arrays`` read it back.
+:func:`shard_dataset` + :func:`write_shard` define the file; :class:`ShardSet` reads it
+back. ``DIR/manifest.json`` (:class:`Manifest`) lists the shards of each split in order;
+a patch's global index in a split is its position in that concatenation.
+``DIR/stats.json`` (:class:`BandStats`) holds the train split's per-band statistics, and
+each shard has a receipt ``shard-NNNNN.json`` (:class:`ShardReceipt`) beside it.
 
-``DIR/manifest.json`` lists the shards of each split in order; a patch's global index in a
-split is its position in that concatenation. The reader below does not go through xarray:
-per-sample reads are on the hot path of training. An uncompressed shard is memory-mapped
-at the byte offset HDF5 reports for ``reflectance`` (h5py), so a patch costs one copy out
-of the page cache; a compressed one is read chunk by chunk through netCDF4.
+The reader does not go through xarray: per-sample reads are on the hot path of training.
+An uncompressed shard is memory-mapped at the byte offset HDF5 reports for
+``reflectance`` (h5py), so a patch costs one copy out of the page cache; a compressed one
+is read chunk by chunk through netCDF4.
 """
 
 from __future__ import annotations
@@ -27,9 +30,9 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import h5py
 import netCDF4
@@ -38,9 +41,10 @@ import rasterio
 import xarray as xr
 
 from benscale import __version__
-from benscale.atomic import atomic_path
+from benscale.atomic import atomic_path, write_json
 from benscale.bigearthnet import BAND_NAMES, BANDS, PATCH_PX, label_tables
 from benscale.errors import DataError
+from benscale.typed import to_mapping
 
 #: File names inside the extraction folder (docs/architecture.md, section 3).
 MANIFEST_NAME = "manifest.json"
@@ -49,32 +53,40 @@ REPORT_NAME = "extract-report.json"
 
 #: The zlib layout: one HDF5 chunk per patch (random access decompresses one chunk only).
 ZLIB_CHUNK: tuple[int, int, int, int] = (1, len(BAND_NAMES), PATCH_PX, PATCH_PX)
-#: zlib level; levels 4 and 9 gain 3-4 % in size and write 1.3x-10x slower.
+#: zlib level: higher levels gain little in size and write much slower (docs/shards.md).
 ZLIB_LEVEL = 1
 #: Byte shuffle before zlib: uint16 high bytes compress far better when grouped.
 SHUFFLE = True
-class Layout(NamedTuple):
-    """How ``reflectance`` is stored: its xarray/netCDF4 ``encoding``, and the ``record`` of
-    that choice the manifest keeps as ``layout``."""
+
+
+@dataclass(frozen=True)
+class ShardLayout:
+    """How ``reflectance`` is stored: its xarray/netCDF4 ``encoding``, and the ``record``
+    of that choice the manifest keeps as ``layout``."""
 
     encoding: dict[str, Any]
     record: dict[str, Any]
 
+    @property
+    def memory_mappable(self) -> bool:
+        """Whether a reader may map the raw bytes (uncompressed and contiguous)."""
+        return self.record["compression"] == "none"
 
-#: ``--compression`` -> its :class:`Layout`, chosen by measurement (docs/shards.md,
+
+#: ``--compression`` -> its :class:`ShardLayout`, chosen by measurement (docs/shards.md,
 #: bench/shard_layout.py): ``none`` is contiguous and uncompressed (fastest to write and to
 #: read, sequentially or at random), ``zlib`` one zlib + shuffle chunk per patch. No
 #: ``_FillValue``: 0 and 65535 are valid raw values and netCDF4-python would otherwise mask
 #: 65535 on read.
-LAYOUTS: dict[str, Layout] = {
-    "none": Layout(encoding={"contiguous": True, "_FillValue": None},
-                   record={"compression": "none", "chunk": None}),
-    "zlib": Layout(encoding={"zlib": True, "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE,
-                             "chunksizes": ZLIB_CHUNK, "_FillValue": None},
-                   record={"compression": "zlib", "chunk": list(ZLIB_CHUNK),
-                           "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE}),
+SHARD_LAYOUTS: dict[str, ShardLayout] = {
+    "none": ShardLayout(encoding={"contiguous": True, "_FillValue": None},
+                        record={"compression": "none", "chunk": None}),
+    "zlib": ShardLayout(encoding={"zlib": True, "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE,
+                                  "chunksizes": ZLIB_CHUNK, "_FillValue": None},
+                        record={"compression": "zlib", "chunk": list(ZLIB_CHUNK),
+                                "complevel": ZLIB_LEVEL, "shuffle": SHUFFLE}),
 }
-COMPRESSIONS: tuple[str, ...] = tuple(LAYOUTS)
+COMPRESSIONS: tuple[str, ...] = tuple(SHARD_LAYOUTS)
 DEFAULT_COMPRESSION = "none"
 #: num_classes -> (label variable of a shard, its class list in the manifest).
 LABEL_SETS: dict[int, tuple[str, str]] = {19: ("labels", "classes"),
@@ -94,6 +106,7 @@ def labels_encoding(n_patches: int, n_classes: int) -> dict[str, Any]:
             "chunksizes": (max(n_patches, 1), n_classes), "_FillValue": None}
 
 
+# --------------------------------------------------------------------------- shard files
 @dataclass(frozen=True)
 class ShardInfo:
     """Where a shard belongs and how it was made (its global attributes)."""
@@ -162,17 +175,24 @@ def _multi_hot_attrs(long_name: str) -> dict[str, Any]:
             "flag_meanings": "absent present"}
 
 
-def write_shard(dataset: xr.Dataset, target: Path, compression: str) -> dict[str, Any]:
+@dataclass(frozen=True)
+class WrittenFile:
+    """A file as written: its checksum and size."""
+
+    sha256: str
+    size_bytes: int
+
+
+def write_shard(dataset: xr.Dataset, target: Path, compression: str) -> WrittenFile:
     """Write ``dataset`` to ``target`` via a temporary file; return its size and sha256."""
-    encoding = {"reflectance": LAYOUTS[compression].encoding,
+    encoding = {"reflectance": SHARD_LAYOUTS[compression].encoding,
                 "labels": labels_encoding(dataset.sizes["patch"], dataset.sizes["class"])}
     if "labels43" in dataset:
         encoding["labels43"] = labels_encoding(dataset.sizes["patch"], dataset.sizes["class43"])
     with atomic_path(target) as tmp:
         dataset.to_netcdf(tmp, engine="netcdf4", format="NETCDF4", encoding=encoding)
-        digest = sha256_file(tmp)
-        size_bytes = tmp.stat().st_size
-    return {"sha256": digest, "size_bytes": size_bytes}
+        written = WrittenFile(sha256_file(tmp), tmp.stat().st_size)
+    return written
 
 
 def sha256_file(path: Path) -> str:
@@ -184,37 +204,220 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_manifest(root: str | Path) -> dict[str, Any]:
-    """Read ``DIR/manifest.json``; a missing or unreadable one is a DataError."""
-    return _load_json(Path(root) / MANIFEST_NAME, "run `benscale extract` first")
+# --------------------------------------------------------------------------- receipts
+@dataclass(frozen=True)
+class Rejection:
+    """A patch left out of a shard: which, the file at fault, and why."""
+
+    patch_id: str
+    split: str
+    path: str
+    problem: str
 
 
-def load_stats(root: str | Path,
-               bands: Sequence[str] | None = None) -> dict[str, tuple[float, float]]:
-    """Per-band (mean, std) of the train split from ``DIR/stats.json``, in ``bands`` order.
+@dataclass(frozen=True)
+class ShardReceipt:
+    """What went into one shard (``shard-NNNNN.json`` beside it): the plan it fulfils, the
+    patches kept and rejected, the file's checksum, and exact integer band sums.
 
-    Args:
-        root: the extraction folder.
-        bands: the bands wanted (default: all 12 in BAND_NAMES order).
-
-    Returns:
-        An ordered dict band name -> (mean, std), population std (ddof 0).
+    The band sums (Python ints, any size) let statistics be merged from any set of shards
+    without rounding, so a resumed extraction gives the same stats.json as one pass.
     """
-    path = Path(root) / STATS_NAME
-    raw = _load_json(path, "run `benscale extract` first")["bands"]
-    wanted = tuple(bands) if bands is not None else BAND_NAMES
-    _check_bands(wanted, path)
-    if any(raw[b]["mean"] is None for b in wanted):
-        raise DataError(f"{path}: no statistics (the train split was empty); "
-                        "extract an index with train patches")
-    return {b: (float(raw[b]["mean"]), float(raw[b]["std"])) for b in wanted}
+
+    split: str
+    number: int
+    path: str | None
+    resampling: str
+    compression: str
+    labels43: bool
+    planned: tuple[str, ...]
+    patch_ids: tuple[str, ...]
+    rejected: tuple[Rejection, ...]
+    n_patches: int
+    sha256: str | None
+    size_bytes: int
+    band_sum: tuple[int, ...]
+    band_sumsq: tuple[int, ...]
+    pixels_per_band: int
+
+    def to_json(self) -> dict[str, Any]:
+        """The receipt as written to disk."""
+        return to_mapping(self)
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> ShardReceipt:
+        """A receipt read back (raises KeyError/TypeError on a foreign file)."""
+        return cls(**{**doc, "planned": tuple(doc["planned"]),
+                      "patch_ids": tuple(doc["patch_ids"]),
+                      "rejected": tuple(Rejection(**r) for r in doc["rejected"]),
+                      "band_sum": tuple(doc["band_sum"]),
+                      "band_sumsq": tuple(doc["band_sumsq"])})
+
+    def write(self, target: Path) -> None:
+        """Write the receipt atomically."""
+        write_json(target, self.to_json())
+
+    @classmethod
+    def read(cls, path: Path) -> ShardReceipt | None:
+        """The receipt at ``path``, or None when it is missing or not a receipt."""
+        try:
+            return cls.from_json(json.loads(path.read_text()))
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
 
 
-def stats_arrays(stats: dict[str, tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
-    """(mean, std) as float32 arrays of shape (C, 1, 1), ready to normalise a (C, H, W) patch."""
-    mean = np.array([m for m, _ in stats.values()], dtype=np.float32)[:, None, None]
-    std = np.array([s for _, s in stats.values()], dtype=np.float32)[:, None, None]
-    return mean, std
+# --------------------------------------------------------------------------- manifest
+@dataclass(frozen=True)
+class ShardEntry:
+    """One shard of a split in the manifest."""
+
+    path: str
+    n_patches: int
+    sha256: str
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class SplitEntry:
+    """The shards of one split, in order."""
+
+    n_patches: int
+    shards: tuple[ShardEntry, ...]
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json``: what the shards hold and where they are.
+
+    Attributes:
+        benscale_version: the version that wrote them.
+        bands: band names in storage order.
+        classes: the 19 classes, original order.
+        classes43: the 43 CORINE labels, for v1 archives only (else None: absent).
+        resampling: ``bilinear`` or ``nearest``.
+        shard_size: planned patches per shard.
+        layout: the :class:`ShardLayout` record of ``reflectance``.
+        splits: split name -> its shards.
+    """
+
+    benscale_version: str
+    bands: tuple[str, ...]
+    classes: tuple[str, ...]
+    classes43: tuple[str, ...] | None
+    resampling: str
+    shard_size: int
+    layout: dict[str, Any]
+    splits: dict[str, SplitEntry]
+
+    @property
+    def memory_mappable(self) -> bool:
+        """Whether the shards are stored uncompressed and contiguous."""
+        return self.layout.get("compression") == "none"
+
+    def class_names(self, num_classes: int) -> tuple[str, ...] | None:
+        """The class list for ``num_classes`` (19 or 43), None when the shards lack it."""
+        return self.classes if num_classes == 19 else self.classes43
+
+    def n_patches(self, split: str) -> int:
+        """Patches of ``split`` (0 when absent)."""
+        entry = self.splits.get(split)
+        return entry.n_patches if entry else 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The manifest as written (``classes43`` only when present)."""
+        doc = to_mapping(self)
+        if self.classes43 is None:
+            del doc["classes43"]
+        return doc
+
+    @classmethod
+    def from_json(cls, doc: dict[str, Any]) -> Manifest:
+        """Parse a manifest document."""
+        return cls(
+            benscale_version=doc["benscale_version"], bands=tuple(doc["bands"]),
+            classes=tuple(doc["classes"]),
+            classes43=tuple(doc["classes43"]) if "classes43" in doc else None,
+            resampling=doc["resampling"], shard_size=int(doc["shard_size"]),
+            layout=dict(doc.get("layout") or {}),
+            splits={name: SplitEntry(int(entry["n_patches"]),
+                                     tuple(ShardEntry(**s) for s in entry["shards"]))
+                    for name, entry in doc["splits"].items()})
+
+    def write(self, root: Path) -> None:
+        """Write ``root/manifest.json`` atomically."""
+        write_json(Path(root) / MANIFEST_NAME, self.to_json())
+
+    @classmethod
+    def read(cls, root: str | Path) -> Manifest:
+        """Read ``root/manifest.json``; a missing or malformed one is a DataError."""
+        path = Path(root) / MANIFEST_NAME
+        doc = _load_json(path, "run `benscale extract` first")
+        try:
+            return cls.from_json(doc)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: not a benscale manifest ({exc!r} missing or wrong); "
+                            "re-run `benscale extract`") from exc
+
+
+# --------------------------------------------------------------------------- statistics
+@dataclass(frozen=True)
+class BandMoments:
+    """Mean and population standard deviation of one band (None: no train patches)."""
+
+    mean: float | None
+    std: float | None
+
+
+@dataclass(frozen=True)
+class BandStats:
+    """``stats.json``: per-band statistics of the train split (float64, ddof 0)."""
+
+    split: str
+    n_patches: int
+    resampling: str
+    ddof: int
+    bands: dict[str, BandMoments] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The statistics as written."""
+        return to_mapping(self)
+
+    def write(self, root: Path) -> None:
+        """Write ``root/stats.json`` atomically."""
+        write_json(Path(root) / STATS_NAME, self.to_json())
+
+    @classmethod
+    def read(cls, root: str | Path) -> BandStats:
+        """Read ``root/stats.json``; a missing or malformed one is a DataError."""
+        path = Path(root) / STATS_NAME
+        doc = _load_json(path, "run `benscale extract` first")
+        try:
+            return cls(split=doc["split"], n_patches=int(doc["n_patches"]),
+                       resampling=doc["resampling"], ddof=int(doc.get("ddof", 0)),
+                       bands={b: BandMoments(m["mean"], m["std"])
+                              for b, m in doc["bands"].items()})
+        except (KeyError, TypeError, ValueError) as exc:
+            raise DataError(f"{path}: not a benscale stats.json ({exc!r}); re-run "
+                            "`benscale extract`") from exc
+
+    def normalisation(self, bands: Sequence[str],
+                      source: Path | str = STATS_NAME) -> tuple[np.ndarray, np.ndarray]:
+        """(mean, std) of ``bands`` as float32 arrays of shape (C, 1, 1).
+
+        Raises:
+            DataError: a band is unknown or has no statistics, naming ``source``.
+        """
+        _check_bands(bands, Path(source))
+        absent = [b for b in bands if b not in self.bands]
+        if absent:
+            raise DataError(f"{source}: statistics are for another band set (no {absent}); "
+                            "re-run `benscale extract` or choose a matching `bands`")
+        if any(self.bands[b].mean is None for b in bands):
+            raise DataError(f"{source}: no statistics (the train split was empty); "
+                            "extract an index with train patches")
+        mean = np.array([self.bands[b].mean for b in bands], dtype=np.float32)[:, None, None]
+        std = np.array([self.bands[b].std for b in bands], dtype=np.float32)[:, None, None]
+        return mean, std
 
 
 class ShardSet:
@@ -242,26 +445,27 @@ class ShardSet:
             num_classes: 19 (``labels``) or 43 (``labels43``, v1 archives only).
         """
         self.root = Path(root)
-        manifest = load_manifest(self.root)
-        if split not in manifest["splits"]:
+        manifest = Manifest.read(self.root)
+        if split not in manifest.splits:
             raise DataError(f"{self.root / MANIFEST_NAME}: no split {split!r} (has "
-                            f"{sorted(manifest['splits'])}); check the index's split column")
+                            f"{sorted(manifest.splits)}); check the index's split column")
         self.split = split
-        self._labels_var, classes_key = LABEL_SETS[num_classes]
-        if classes_key not in manifest:
+        self._labels_var = LABEL_SETS[num_classes][0]
+        classes = manifest.class_names(num_classes)
+        if classes is None:
             raise DataError(f"{self.root / MANIFEST_NAME}: no {num_classes}-class labels (they "
                             "come from v1 archives only: reBEN/v2 publishes the 19 classes "
                             "alone); use num_classes: 19")
-        self.classes: tuple[str, ...] = tuple(manifest[classes_key])
-        stored = tuple(manifest["bands"])
+        self.classes: tuple[str, ...] = classes
+        stored = manifest.bands
         self.bands: tuple[str, ...] = tuple(bands) if bands is not None else stored
         _check_bands(self.bands, self.root / MANIFEST_NAME)
         self._band_index = np.array([stored.index(b) for b in self.bands])
         self._all_bands = self.bands == stored
-        self.paths = [self.root / s["path"] for s in manifest["splits"][split]["shards"]]
+        self.paths = [self.root / s.path for s in manifest.splits[split].shards]
         # Only the uncompressed layout is memory-mapped; HDF5 (through h5py) is asked for
         # its offset only then, so a compressed shard is never opened by two HDF5 libraries.
-        self._mapped = manifest.get("layout", {}).get("compression") == "none"
+        self._mapped = manifest.memory_mappable
         self.patch_ids, self.labels, self._starts = self._read_index()
         self._arrays: dict[int, Any] = {}
         self._handles: dict[int, netCDF4.Dataset] = {}
