@@ -42,6 +42,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench all
 
 lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
 	$(BIN)/snakemake --lint
 
 clean:

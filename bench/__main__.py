@@ -34,7 +34,7 @@ from bench.common import (
 BENCHMARKS: tuple[str, ...] = ("index_build", "extract", "loader", "train_step", "main_job")
 
 
-class Unavailable(RuntimeError):
+class UnavailableError(RuntimeError):
     """A benchmark cannot run here (a part of benscale it measures is missing)."""
 
 
@@ -71,9 +71,9 @@ def run_one(name: str, ctx: Context) -> dict:
     try:
         figures, details = load(name).run(ctx)
         status, error = "ok", None
-    except Unavailable as exc:
+    except UnavailableError as exc:
         figures, details, status, error = [], {}, "unavailable", str(exc)
-    except Exception as exc:  # noqa: BLE001 - recorded in the results, run continues
+    except Exception as exc:
         traceback.print_exc()
         figures, details, status, error = [], {}, "error", f"{type(exc).__name__}: {exc}"
     elapsed = time.perf_counter() - started

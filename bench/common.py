@@ -327,7 +327,7 @@ def load_json(path: Path) -> Any:
 
 
 def profile_top(fn: Callable[[], Any], limit: int = 12) -> list[dict[str, Any]]:
-    """cProfile ``fn`` once; the ``limit`` functions with the most cumulative time.
+    """CProfile ``fn`` once; the ``limit`` functions with the most cumulative time.
 
     Used where a goal is missed, to say where the time goes (docs/benchmarks.md).
     """

@@ -4,8 +4,8 @@ All three read the SAME patches (copies of the real v1 samples, bench.archives),
 the page cache:
 
 * candidate: ``benscale extract INDEX --out DIR --workers W`` run in-process (the whole
-  command: read 12 GeoTIFFs, resample, stack, label, write netCDF4 shards (default layout), checksums,
-  statistics, manifest); output removed before every run (untimed) so nothing is resumed;
+  command: read 12 GeoTIFFs, resample, stack, label, write netCDF4 shards (default layout),
+  checksums, statistics, manifest); output removed before every run (untimed) so nothing is resumed;
 * baseline: torchgeo 0.8 ``BigEarthNet(bands="s2")._load_image(i)`` for every patch: its
   own per-sample path (glob the folder, rasterio-open the 12 band files, read each with
   ``out_shape=(120, 120)``, bilinear, int32, stack, ``torch.float``);
@@ -29,7 +29,7 @@ KEYS = ("extract_vs_torchgeo_per_core", "extract_vs_torchgeo_getitem",
 
 
 def torchgeo_dataset(root: Path) -> Any:
-    """torchgeo's BigEarthNet over the benchmark archive (its split file lists every patch)."""
+    """Torchgeo's BigEarthNet over the benchmark archive (its split file lists every patch)."""
     from torchgeo.datasets import BigEarthNet
 
     return BigEarthNet(root=str(root), split="train", bands="s2", num_classes=19)
@@ -103,7 +103,8 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
         "data": "copies of the 3 real v1 samples, page cache warm",
         "notes": [f"{n} copies of the 3 real v1 patches ({total_bytes / n / 1e3:.0f} kB of "
                   "GeoTIFF each), page cache warm; extract = the whole command in-process "
-                  f"(shard size {shard_size}, default layout: uncompressed netCDF4, sha256, statistics)."],
+                  f"(shard size {shard_size}, default layout: uncompressed netCDF4, sha256, "
+                  "statistics)."],
     }
     if not ctx.quick:
         one.setup()

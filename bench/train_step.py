@@ -161,7 +161,7 @@ class CommTimeline:
 
         # No annotations: DDP checks them against its own types, which the postponed
         # (string) annotations of this module would fail.
-        def hook(_state, bucket):  # noqa: ANN001, ANN202
+        def hook(_state, bucket):
             start = time.perf_counter()
             buffer = bucket.buffer().div_(world_size)
             future = dist.all_reduce(buffer, async_op=True).get_future()

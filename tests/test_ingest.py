@@ -14,11 +14,11 @@ import pyarrow.parquet as pq
 import pytest
 import rasterio
 import zstandard
-from conftest import run_cli
 
 from benscale.bigearthnet import BAND_NAMES, SPLITS, V1_LIST_COUNTS, V2_SPLIT_COUNTS, label_tables
 from benscale.files.shards import ShardSet
 from benscale.ingest import deterministic_split, ingest, read_v1_lists
+from conftest import run_cli
 
 N = 40
 

@@ -13,11 +13,11 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import run_cli
 
 from benscale.cli import main
 from benscale.errors import ArchiveError, BadPatchError
 from benscale.ingest import ingest
+from conftest import run_cli
 
 N = 24
 
@@ -229,7 +229,7 @@ def test_empty_and_unrecognisable_archives(tmp_path: Path) -> None:
     with pytest.raises(ArchiveError, match=f"{empty}: the archive is empty"):
         ingest(empty, tmp_path / "out")
     (tmp_path / "empty-v1" / "BigEarthNet-v1.0").mkdir(parents=True)
-    with pytest.raises(ArchiveError, match="BigEarthNet-v1.0: the archive is empty"):
+    with pytest.raises(ArchiveError, match=r"BigEarthNet-v1\.0: the archive is empty"):
         ingest(tmp_path / "empty-v1", tmp_path / "out")
     junk = tmp_path / "junk"
     junk.mkdir()

@@ -74,7 +74,7 @@ def test_calibrate_fits_bandwidth() -> None:
     work = Workload(compute_s_per_sample=0.01, grad_bytes=1e8)
     fitted = perfmodel.calibrate(_system(gpus_per_node=2), work, 1, 2, 0.1)
     # volume 2 * 1/2 * 1e8 = 1e8 bytes in 0.1 s
-    assert fitted.intra.bandwidth_Bps == pytest.approx(1e9)
+    assert fitted.intra.bandwidth_bytes_per_s == pytest.approx(1e9)
     assert perfmodel.allreduce_time(1e8, 1, 2, fitted) == pytest.approx(0.1)
 
 

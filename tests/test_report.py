@@ -13,7 +13,6 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-from conftest import skip_unless_ci
 from PIL import Image
 
 from benscale.cli import main
@@ -22,8 +21,8 @@ from benscale.files.run import (
     EPOCH_COLUMNS,
     BatchRecord,
     BestEpoch,
-    RunRecord,
     HoldoutEvaluation,
+    RunRecord,
     WorldRecord,
 )
 from benscale.files.study import Point, StudyConfig, StudyDocument, StudyMachine
@@ -31,6 +30,7 @@ from benscale.provenance import GitState, MachineInfo, Provenance
 from benscale.report.load import load_study
 from benscale.report.references import bounds, evaluate, load_reference
 from benscale.report.tables import runs_table, scaling_table
+from conftest import skip_unless_ci
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -229,7 +229,8 @@ def test_figures_are_images(report: Path) -> None:
             im.verify()
         with Image.open(png) as im:
             assert im.size[0] > 300 and im.size[1] > 200
-            assert len(im.convert("L").getcolors(maxcolors=1 << 16) or []) > 10   # not a blank canvas
+            # not a blank canvas
+            assert len(im.convert("L").getcolors(maxcolors=1 << 16) or []) > 10
         assert svg.read_text().lstrip().startswith(("<?xml", "<svg"))
     html = (report / "index.html").read_text()
     assert html.count("data:image/png;base64,") == len(expected)

@@ -125,7 +125,7 @@ def test_stats_exact_and_in_requested_order(shards: Path) -> None:
 
 
 def test_reader_errors_name_the_file(shards: Path, tmp_path: Path) -> None:
-    with pytest.raises(DataError, match="manifest.json: not found"):
+    with pytest.raises(DataError, match=r"manifest\.json: not found"):
         Manifest.read(tmp_path)
     with pytest.raises(DataError, match="no split 'test'"):
         ShardSet(shards, "test")

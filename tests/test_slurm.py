@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 import pytest
+
 from conftest import skip_unless_ci
 from snakemake_runner import REPO, TINY, output_of, snakemake, write_config
 

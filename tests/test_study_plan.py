@@ -81,7 +81,8 @@ def test_sixty_four_nodes_plan() -> None:
 
 def test_local_cap_refuses_oversubscription() -> None:
     points = plan.plan_points(typed(study_config(nodes=[1, 2, 4], gpus_per_node=4)))
-    with pytest.raises(ConfigError, match=r"strong-n4-r0 needs 16 local processes.*max_local_procs=8"):
+    with pytest.raises(ConfigError,
+                       match=r"strong-n4-r0 needs 16 local processes.*max_local_procs=8"):
         launchers.check_local_cap(points, "mpiexec", 8)
     launchers.check_local_cap(points, "mpiexec", 16)   # raised cap: accepted
     launchers.check_local_cap(points, "srun", 1)       # a cluster has no local cap
@@ -104,7 +105,7 @@ def test_launcher_argv_srun_spells_out_the_step() -> None:
     assert "--gpus-per-node" not in " ".join(launchers.launcher_argv("srun", 2, 2, 1, "none"))
     # one rank: the plugin already runs the rule as a one-task step
     assert launchers.launcher_argv("srun", 1, 1, 4) == ["env", "OMP_NUM_THREADS=4"]
-    with pytest.raises(ConfigError, match="launcher.kind"):
+    with pytest.raises(ConfigError, match=r"launcher\.kind"):
         launchers.launcher_argv("mpirun-typo", 1, 2, 1)
 
 

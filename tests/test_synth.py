@@ -12,7 +12,6 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-from conftest import run_cli
 
 from benscale.bigearthnet import (
     BAND_NAMES,
@@ -28,6 +27,7 @@ from benscale.bigearthnet import (
 from benscale.synth.pixels import render_patch
 from benscale.synth.plan import plan_patches
 from benscale.synth.tiff import write_band
+from conftest import run_cli
 
 N = 40
 
@@ -63,7 +63,7 @@ def _check_band(path: Path, band_res: int, ulx: float, uly: float, nodata: float
         assert tuple(src.transform)[:6] == (band_res, 0.0, ulx, 0.0, -band_res, uly)
         assert src.nodata == nodata
         data = src.read(1)
-        assert 0 < data.min() and data.max() <= 20000
+        assert data.min() > 0 and data.max() <= 20000
 
 
 def test_v1_layout(v1_archive: Path) -> None:
@@ -102,7 +102,8 @@ def test_v1_lists(v1_archive: Path) -> None:
     assert all(splits) and not (splits[0] & splits[1] or splits[0] & splits[2]
                                 or splits[1] & splits[2])
     assert len(read["train"]) > len(read["val"]) > 0
-    snow, cloud = set(read["patches_with_seasonal_snow"]), set(read["patches_with_cloud_and_shadow"])
+    snow = set(read["patches_with_seasonal_snow"])
+    cloud = set(read["patches_with_cloud_and_shadow"])
     assert snow and cloud and not snow & cloud
     in_splits = set().union(*splits)
     assert not (snow | cloud) & in_splits
@@ -202,7 +203,7 @@ def test_signal_is_learnable() -> None:
     for i, p in enumerate(patches):
         y[i, list(p.classes)] = 1
     train, test = slice(0, 170), slice(170, None)
-    present = [c for c in range(19) if 0 < y[train, c].sum() and 0 < y[test, c].sum()]
+    present = [c for c in range(19) if y[train, c].sum() > 0 and y[test, c].sum() > 0]
     w = np.linalg.solve(x[train].T @ x[train] + np.eye(x.shape[1]), x[train].T @ y[train])
     score = x[test] @ w
     ap_model, ap_base = [], []

@@ -7,12 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import build_dataset
 
 from benscale.cli import main
 from benscale.errors import ConfigError
 from benscale.files.batches import BatchSplit
 from benscale.train import config
+from conftest import build_dataset
 
 FAST = ["--set", "global_batch=4", "--set", "workers=0", "--set", "progress=false"]
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import build_dataset
 
 from benscale.files.shards import ShardSet
 from benscale.train.metrics import frequency_baseline_map_macro
+from conftest import build_dataset
 
 #: Macro mAP points above the baseline that count as "clearly learned".
 MARGIN = 0.10

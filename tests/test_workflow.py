@@ -13,6 +13,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
+
 from snakemake_runner import REPO, TINY, output_of, snakemake, write_config
 
 SLURM_PROFILE = REPO / "profiles" / "slurm"

@@ -1,7 +1,7 @@
 """Facts about BigEarthNet Sentinel-2, kept as data in one place.
 
-Every constant cites its source. The authoritative copy of the formats is
-``shared/bigearthnet/FORMAT.md`` (checked against the real files), which in turn cites:
+Every constant cites its source. The formats are described, with their sources, in
+docs/bigearthnet.md (checked against real release files); the publications:
 
 * Sumbul et al., "BigEarthNet: A Large-Scale Benchmark Archive for Remote Sensing Image
   Understanding", IGARSS 2019 (v1.0 layout, 43 CORINE labels).
@@ -33,14 +33,14 @@ class Band:
         return PATCH_SIZE_M // self.resolution_m
 
 
-#: A patch covers 1200 m x 1200 m on the ground (FORMAT.md, "Bands").
+#: A patch covers 1200 m x 1200 m on the ground (docs/bigearthnet.md, "Bands").
 PATCH_SIZE_M = 1200
-#: Every band is resampled to the 10 m grid: 120 x 120 pixels (torchgeo, FORMAT.md).
+#: Every band is resampled to the 10 m grid: 120 x 120 pixels (torchgeo; docs/bigearthnet.md).
 PATCH_PX = 120
 
 #: The 12 bands in the customary channel order (torchgeo's BigEarthNet and the published
 #: band statistics). There is no B10 in L2A. Resolutions and centre wavelengths: ESA
-#: Sentinel-2 MSI User Guide, as tabulated in FORMAT.md.
+#: Sentinel-2 MSI User Guide, as tabulated in docs/bigearthnet.md.
 BANDS: tuple[Band, ...] = (
     Band("B01", 60, 443),
     Band("B02", 10, 490),
@@ -67,7 +67,7 @@ BAND_SETS: dict[str, tuple[str, ...]] = {
 
 #: Published per-band statistics, for cross-checking our own train-split statistics.
 #: v1: bigearthnet-models-tf (also used by SeCo and torchgeo). v2: ConfigILM, train split,
-#: bilinear to 120 px. Source of both: FORMAT.md, "Band statistics".
+#: bilinear to 120 px. Both tabulated in docs/bigearthnet.md, "Band statistics".
 PUBLISHED_STATS: dict[str, dict[str, dict[str, float]]] = {
     "v1": dict(zip(BAND_NAMES, (
         {"mean": 340.77, "std": 554.81}, {"mean": 429.94, "std": 572.42},
@@ -90,7 +90,7 @@ PUBLISHED_STATS: dict[str, dict[str, dict[str, float]]] = {
 #: Split names as used in our index (v2's own spelling; v1's val.csv maps to "validation").
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 
-#: Archive sizes, for documentation and sanity checks (FORMAT.md).
+#: Archive sizes, for documentation and sanity checks (docs/bigearthnet.md).
 V1_PATCH_COUNT = 590_326
 V2_PATCH_COUNT = 549_488
 V2_METADATA_ROWS = 480_038
@@ -107,7 +107,7 @@ class LabelTables:
 
 @cache
 def label_tables() -> LabelTables:
-    """Load ``data/labels.json`` (a copy of ``shared/bigearthnet/labels.json``).
+    """Load ``data/labels.json``: the 43 labels and the 19 classes of BigEarthNet-MM.
 
     The 19-class order is the ORIGINAL order of BigEarthNet-MM (torchgeo's order), never
     alphabetical; 11 of the 43 labels map to no class.
@@ -122,7 +122,7 @@ def label_tables() -> LabelTables:
     return LabelTables(labels43, tuple(c["name"] for c in classes), mapping)
 
 
-# --- Archive layout (source: FORMAT.md, checked against samples/ and reference/) --------
+# --- Archive layout (docs/bigearthnet.md, checked against real release files) ----------
 
 #: Top folder of the unpacked v1.0 archive ``BigEarthNet-S2-v1.0.tar.gz``.
 V1_ROOT_DIR = "BigEarthNet-v1.0"
@@ -150,29 +150,29 @@ V1_JSON_KEYS: tuple[str, ...] = ("labels", "coordinates", "projection", "tile_so
 V1_DATE_FORMAT = "%Y-%m-%d %H:%M:%S"
 
 #: Official v1 lists (bzip2 in the release, no header, one name per line, CRLF), published
-#: separately from the archive; copies in reference/v1/. Split file -> our split name.
+#: separately from the archive. Split file -> our split name.
 V1_SPLIT_FILES: dict[str, str] = {"train": "train.csv", "validation": "val.csv",
                                   "test": "test.csv"}
 #: Exclusion lists of v1 (disjoint; the official splits exclude both): reason -> file.
 V1_EXCLUSION_FILES: dict[str, str] = {"seasonal snow": "patches_with_seasonal_snow.csv",
                                       "cloud or shadow": "patches_with_cloud_and_shadow.csv"}
-#: Sizes of the official v1 lists (reference/v1/, counted).
+#: Sizes of the official v1 lists (counted in the published lists).
 V1_LIST_COUNTS: dict[str, int] = {"train": 269_695, "validation": 123_723, "test": 125_866,
                                   "seasonal snow": 61_707, "cloud or shadow": 9_280}
 
 #: Columns of the real v2 ``metadata.parquet`` and the snow/cloud parquet, with their Arrow
-#: types (reference/v2/, read with pyarrow: written by DuckDB, 8 columns).
+#: types (the release files, read with pyarrow: written by DuckDB, 8 columns).
 V2_METADATA_COLUMNS: dict[str, str] = {
     "patch_id": "string", "labels": "list<string>", "split": "string", "country": "string",
     "s1_name": "string", "s2v1_name": "string", "contains_seasonal_snow": "bool",
     "contains_cloud_or_shadow": "bool",
 }
-#: Split counts of the real v2 metadata.parquet (reference/v2/, counted).
+#: Split counts of the real v2 metadata.parquet (counted).
 V2_SPLIT_COUNTS: dict[str, int] = {"train": 237_871, "validation": 122_342, "test": 119_825}
-#: Countries of the v2 metadata (reference/v2/metadata.parquet, value counts).
+#: Countries of the v2 metadata (metadata.parquet, value counts).
 V2_COUNTRIES: tuple[str, ...] = ("Finland", "Portugal", "Serbia", "Lithuania", "Ireland",
                                  "Austria", "Belgium", "Switzerland", "Luxembourg", "Kosovo")
-#: How often each 19-class label occurs in the v2 metadata (reference/v2/metadata.parquet,
+#: How often each 19-class label occurs in the v2 metadata (the release's metadata.parquet,
 #: 480,038 rows); ``benscale synth`` draws labels with these frequencies.
 V2_LABEL_COUNTS: dict[str, int] = {
     "Urban fabric": 63_758, "Industrial or commercial units": 11_142,
@@ -188,6 +188,6 @@ V2_LABEL_COUNTS: dict[str, int] = {
     "Inland wetlands": 20_919, "Coastal wetlands": 1_397, "Inland waters": 63_212,
     "Marine waters": 61_832,
 }
-#: Labels per patch in the v2 metadata (reference/v2/, counted): 1..5 cover 97 %.
+#: Labels per patch in the v2 metadata (counted): 1..5 cover 97 %.
 V2_LABELS_PER_PATCH: dict[int, int] = {1: 86_375, 2: 94_649, 3: 135_885, 4: 102_036,
                                        5: 45_329, 6: 12_963, 7: 2_478, 8: 302}

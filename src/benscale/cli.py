@@ -16,7 +16,8 @@ from benscale.errors import BenscaleError
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "synth": ("benscale.synth", "write a learnable synthetic archive in the exact published layout"),
+    "synth": ("benscale.synth",
+              "write a learnable synthetic archive in the exact published layout"),
     "ingest": ("benscale.ingest", "validate a BigEarthNet archive and write index.parquet"),
     "extract": ("benscale.extract", "resample, stack and write sharded netCDF4 + band statistics"),
     "train": ("benscale.train", "train ResNet-50 with DeepSpeed data parallelism"),

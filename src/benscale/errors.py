@@ -27,6 +27,7 @@ class BadPatchError(BenscaleError):
     """
 
     def __init__(self, patch_id: str, path: str | Path, problem: str) -> None:
+        """Name the patch, the bad file and the problem."""
         self.patch_id = patch_id
         self.path = str(path)
         self.problem = problem

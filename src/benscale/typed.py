@@ -51,13 +51,13 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -
     """
     if not isinstance(data, Mapping):
         raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(names)}")
     hints = _hints(cls)
     values = {}
-    for field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for field in dataclasses.fields(cls):
         if field.name not in data:
             if (field.default is dataclasses.MISSING
                     and field.default_factory is dataclasses.MISSING):

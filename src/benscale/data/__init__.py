@@ -1,0 +1,1 @@
+"""Package data: label tables, the train config defaults and schema, systems, references."""

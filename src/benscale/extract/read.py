@@ -99,7 +99,7 @@ def read_patch(patch_id: str, folder: Path, resampling: Resampling,
     """
     if out is None:
         out = np.empty((len(BANDS), PATCH_PX, PATCH_PX), dtype=BAND_DTYPE)
-    prefix = os.path.join(folder, patch_id)  # plain strings: pathlib costs ~8 us per join
+    prefix = os.path.join(folder, patch_id)  # plain strings: pathlib joins cost more
     with band_reading():
         for i, band in enumerate(BANDS):
             read_band(patch_id, f"{prefix}_{band.name}.tif", band.native_px, resampling,

@@ -60,7 +60,8 @@ def detect_layout(root: Path, wanted: str = "auto", beside: Path | None = None) 
     """
     candidates: list[ArchiveLayout] = []
     if root.name == V1_ROOT_DIR:
-        candidates.append(ArchiveLayout("v1", root, lists_dir=_dir_or_none(root.parent / V1_LISTS_DIR)))
+        candidates.append(ArchiveLayout("v1", root,
+                                        lists_dir=_dir_or_none(root.parent / V1_LISTS_DIR)))
     if (root / V1_ROOT_DIR).is_dir():
         candidates.append(ArchiveLayout("v1", root / V1_ROOT_DIR,
                                  lists_dir=_dir_or_none(root / V1_LISTS_DIR)))
@@ -73,7 +74,8 @@ def detect_layout(root: Path, wanted: str = "auto", beside: Path | None = None) 
         candidates.append(ArchiveLayout("v2", root / V2_ROOT_DIR, metadata=root / V2_METADATA_FILE))
     elif (root / V2_ROOT_DIR).is_dir() and beside is not None \
             and (beside / V2_METADATA_FILE).is_file():
-        candidates.append(ArchiveLayout("v2", root / V2_ROOT_DIR, metadata=beside / V2_METADATA_FILE))
+        candidates.append(ArchiveLayout("v2", root / V2_ROOT_DIR,
+                                        metadata=beside / V2_METADATA_FILE))
     if wanted != "auto":
         candidates = [c for c in candidates if c.format == wanted]
     if not candidates:

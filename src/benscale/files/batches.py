@@ -61,9 +61,9 @@ class BatchSplit:
             raise ConfigError(f"set exactly one of global_batch (strong scaling) and "
                               f"batch_per_gpu (weak scaling); got global_batch={global_batch}, "
                               f"batch_per_gpu={batch_per_gpu}")
-        if batch_per_gpu is not None:
+        if global_batch is None:
             return cls.weak(batch_per_gpu, world_size, grad_accumulation)
-        return cls.strong(global_batch, world_size, grad_accumulation, where)  # type: ignore[arg-type]
+        return cls.strong(global_batch, world_size, grad_accumulation, where)
 
     def micro_steps(self, world_size: int) -> int:
         """Micro-batches of ``per_rank`` samples in one global batch (all ranks)."""

@@ -77,7 +77,7 @@ def build_table(columns: dict[str, object]) -> pa.Table:
 
 def counts_by_split(table: pa.Table) -> dict[str, int]:
     """Patches per split, in split order, zeros included."""
-    counts = {s: 0 for s in SPLITS}
+    counts = dict.fromkeys(SPLITS, 0)
     for row in pc.value_counts(table["split"]).to_pylist():
         counts[row["values"]] = row["counts"]
     return counts

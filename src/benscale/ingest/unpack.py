@@ -112,7 +112,7 @@ def _extract_members(tar: tarfile.TarFile, archive: Path, dest: Path,
 class _Progress:
     """A read-only file wrapper that advances a progress bar by the bytes read."""
 
-    def __init__(self, raw, bar: tqdm) -> None:  # noqa: ANN001 - any binary file
+    def __init__(self, raw, bar: tqdm) -> None:
         self._raw, self._bar = raw, bar
 
     def read(self, size: int = -1) -> bytes:

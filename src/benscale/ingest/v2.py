@@ -50,7 +50,8 @@ def scan_v2(patches_dir: Path, metadata: Path, check_files: bool, workers: int) 
     if snow_cloud is not None:
         dup = pc.is_in(snow_cloud["patch_id"], value_set=table["patch_id"])
         for pid in snow_cloud["patch_id"].filter(dup).to_pylist():
-            bad.setdefault(pid, (metadata, f"listed in both {V2_METADATA_FILE} and {V2_SNOW_CLOUD_FILE}"))
+            bad.setdefault(pid, (metadata, f"listed in both {V2_METADATA_FILE} and "
+                                           f"{V2_SNOW_CLOUD_FILE}"))
         excluded += _snow_cloud_exclusions(patches_dir, snow_cloud.filter(pc.invert(dup)))
     labels_ok = pc.greater(pc.list_value_length(table["labels"]), 0)
     if check_files:

@@ -121,7 +121,8 @@ def scaling_figures(scaling: pd.DataFrame, out: Path, study: str,
     return figures
 
 
-def accuracy_figure(epochs: pd.DataFrame, out: Path, study: str, machine: str) -> list[ReportFigure]:
+def accuracy_figure(epochs: pd.DataFrame, out: Path, study: str,
+                    machine: str) -> list[ReportFigure]:
     """Validation macro mAP per epoch, one line per world size (median over repeats)."""
     if epochs.empty or "val_map_macro" not in epochs or epochs["val_map_macro"].isna().all():
         return []

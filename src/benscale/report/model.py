@@ -87,7 +87,7 @@ def build(runs: pd.DataFrame, config: StudyConfig, settings: RunSettings | None,
                                      per_step)
         notes.append(f"link bandwidth fitted to the measured all-reduce of {m['point']}: "
                      f"{per_step * 1e3:.1f} ms per step -> "
-                     f"{system.intra.bandwidth_Bps / 1e9:.3g} GB/s")
+                     f"{system.intra.bandwidth_bytes_per_s / 1e9:.3g} GB/s")
     notes.append(f"calibrated on {base['point']} ({int(base['world_size'])} rank(s), "
                  "steady epochs)")
     measured = _measured(ok, system, work)

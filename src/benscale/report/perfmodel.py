@@ -28,6 +28,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -49,14 +50,14 @@ GRAD_BYTES: dict[str, int] = {"fp32": 4, "tf32": 4, "amp": 4, "bf16": 4, "bf16-d
 class Link:
     """One level of the network: effective all-reduce bandwidth and per-step latency."""
 
-    bandwidth_Bps: float
+    bandwidth_bytes_per_s: float
     latency_s: float
 
     def ring_time(self, nbytes: float, p: int) -> float:
         """Ring all-reduce of ``nbytes`` over ``p`` peers: 2(p-1)/p * S/B + 2(p-1) * l."""
         if p <= 1:
             return 0.0
-        return 2 * (p - 1) / p * nbytes / self.bandwidth_Bps + 2 * (p - 1) * self.latency_s
+        return 2 * (p - 1) / p * nbytes / self.bandwidth_bytes_per_s + 2 * (p - 1) * self.latency_s
 
 
 @dataclass(frozen=True)
@@ -175,9 +176,14 @@ def scan(system: System, work: Workload, mode: str, batch: float, samples_per_ep
     """Predictions for 1, 2, 4, ... nodes up to ``max_gpus`` GPUs.
 
     Args:
+        system: the machine.
+        work: what one rank does per step.
         mode: ``strong`` (``batch`` is the global batch, split over the ranks) or ``weak``
             (``batch`` is the per-GPU batch).
+        batch: the batch the mode keeps fixed.
         samples_per_epoch: training samples per epoch (steps = samples // global batch).
+        max_gpus: the largest world size predicted.
+        gpus_per_node: GPUs per node (default: the system's).
     """
     g = gpus_per_node or system.gpus_per_node
     out = []
@@ -221,7 +227,7 @@ def load_systems(path: str | None = None) -> dict[str, System]:
         where = "benscale/data/systems.yaml"
     else:
         try:
-            text = open(path).read()  # noqa: SIM115, PTH123 - path given by the user
+            text = Path(path).read_text()
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read the systems file ({exc})") from exc
         where = path
@@ -263,9 +269,10 @@ def assumptions(system: System, work: Workload) -> list[str]:
     lines = [
         f"system {system.name}: {system.description}",
         f"{system.gpus_per_node} GPUs (ranks) per node; intra-node all-reduce bandwidth "
-        f"{system.intra.bandwidth_Bps / 1e9:.3g} GB/s, latency "
-        f"{system.intra.latency_s * 1e6:.3g} us; inter-node {system.inter.bandwidth_Bps / 1e9:.3g}"
-        f" GB/s per node, latency {system.inter.latency_s * 1e6:.3g} us",
+        f"{system.intra.bandwidth_bytes_per_s / 1e9:.3g} GB/s, latency "
+        f"{system.intra.latency_s * 1e6:.3g} us; inter-node "
+        f"{system.inter.bandwidth_bytes_per_s / 1e9:.3g} GB/s per node, latency "
+        f"{system.inter.latency_s * 1e6:.3g} us",
         f"gradient all-reduced per step: {work.grad_bytes / 1e6:.1f} MB "
         "(hierarchical ring: reduce-scatter/all-gather in the node, ring between nodes)",
         f"compute {work.compute_s_per_sample * 1e3:.3f} ms per sample per rank, data wait "

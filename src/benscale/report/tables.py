@@ -186,7 +186,8 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
         base = group[group["world_size"] == w0]
         t0 = float(base["epoch_time_s_median"].median())
         x0 = float(base["samples_per_s"].median())
-        acc0 = base["test_map_macro"].astype(float).median() if "test_map_macro" in base else math.nan
+        acc0 = (base["test_map_macro"].astype(float).median() if "test_map_macro" in base
+                else math.nan)
         for world, g in group.groupby("world_size", sort=True):
             w = int(world)
             t = g["epoch_time_s_median"].astype(float)
@@ -197,7 +198,8 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
             else:
                 speedup = t0 / t
                 efficiency = t0 * w0 / (w * t)
-            acc = g["test_map_macro"].astype(float) if "test_map_macro" in g else pd.Series([math.nan])
+            acc = (g["test_map_macro"].astype(float) if "test_map_macro" in g
+                   else pd.Series([math.nan]))
             rows.append({
                 "mode": mode, "world_size": w, "nodes": int(g["nodes"].iloc[0]),
                 "gpus_per_node": int(g["gpus_per_node"].iloc[0]), "runs": len(g),

@@ -27,7 +27,7 @@ from benscale.bigearthnet import (
 class Product:
     """A Sentinel-2 L2A product (one tile on one date) the synthetic patches are cut from.
 
-    Taken from real v2 products (reference/v2/metadata.parquet); three have an hour < 10,
+    Taken from real v2 products (the release's metadata.parquet); three have an hour < 10,
     so their v1 names have the 5-digit time (``T93020``) of the real archive.
     """
 
@@ -47,7 +47,7 @@ class Product:
 
     @property
     def v1_time(self) -> str:
-        """The v1 spelling of the time: a leading zero of the hour dropped (FORMAT.md)."""
+        """The v1 spelling of the time: a leading zero of the hour dropped (docs/bigearthnet.md)."""
         return self.datetime.split("T")[1].removeprefix("0")
 
 
@@ -57,9 +57,11 @@ PRODUCTS: tuple[Product, ...] = (
     Product("S2B", "20170924T093020", 136, "T34TEP", "Serbia", "20170924T162516", 499980, 5000040),
     Product("S2B", "20180525T094029", 36, "T35VNK", "Finland", "20180524T154016", 499980, 6900000),
     Product("S2A", "20170704T112111", 37, "T29SND", "Portugal", "20170706T064235", 600000, 4500000),
-    Product("S2B", "20170808T094029", 36, "T35ULA", "Lithuania", "20170808T043459", 300000, 6100020),
+    Product("S2B", "20170808T094029", 36, "T35ULA", "Lithuania", "20170808T043459", 300000,
+            6100020),
     Product("S2B", "20180506T105029", 51, "T31UER", "Belgium", "20180509T174044", 499980, 5700000),
-    Product("S2A", "20170818T103021", 108, "T32TMT", "Switzerland", "20170818T054218", 399960, 5200020),
+    Product("S2A", "20170818T103021", 108, "T32TMT", "Switzerland", "20170818T054218", 399960,
+            5200020),
 )
 
 #: Surface prototypes: typical L2A reflectance x 10,000 in the band order of BANDS

@@ -67,6 +67,7 @@ def v1_json(patch: Patch, rng: np.random.Generator) -> dict:
 
 
 def write_v1_patch(root: Path, patch: Patch, bands: dict[str, np.ndarray]) -> None:
+    """One v1 patch folder: its 12 band GeoTIFFs and its labels JSON."""
     rng = np.random.default_rng([patch.col, patch.row, patch.product.orbit])
     name = patch.v1_name
     folder = root / V1_ROOT_DIR / name

@@ -16,6 +16,7 @@ from benscale.synth.tiff import write_band
 
 
 def write_v2_patch(root: Path, patch: Patch, bands: dict[str, np.ndarray]) -> None:
+    """One v2 patch folder (inside its product folder): its 12 band GeoTIFFs."""
     pid = patch.v2_patch_id
     folder = root / V2_ROOT_DIR / patch.v2_product / pid
     folder.mkdir(parents=True)
@@ -23,7 +24,7 @@ def write_v2_patch(root: Path, patch: Patch, bands: dict[str, np.ndarray]) -> No
         write_band(folder / f"{pid}_{band}.tif", pixels, patch, nodata=0)
 
 
-#: Arrow schema of the real v2 metadata files (reference/v2/, written by DuckDB).
+#: Arrow schema of the real v2 metadata files (the release's, written by DuckDB).
 V2_METADATA_SCHEMA = pa.schema([
     ("patch_id", pa.string()), ("labels", pa.list_(pa.field("element", pa.string()))),
     ("split", pa.string()), ("country", pa.string()), ("s1_name", pa.string()),

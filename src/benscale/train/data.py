@@ -66,7 +66,7 @@ def orientations(seed: int, epoch: int, n: int) -> np.ndarray:
     """Orientation code of every patch of a split for ``epoch``: fixed by (seed, epoch).
 
     One draw per epoch for the whole split, so a sample costs a table lookup, not a
-    generator (~12 us each); any process computes the same table.
+    generator of its own; any process computes the same table.
     """
     return np.random.default_rng((seed, epoch)).integers(ORIENTATIONS, size=n, dtype=np.int8)
 
@@ -75,7 +75,7 @@ def orient_batch(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     """``x`` (B, C, H, W) with sample ``b`` in orientation ``codes[b]``, on x's device.
 
     Applied where the batch already is (the GPU on GPU nodes: free there) rather than in
-    the loader, where a rotated copy costs 3-4x a plain one (docs/benchmarks.md, "Loader").
+    the loader, where a rotated copy costs several plain ones (docs/benchmarks.md, "Loader").
     """
     codes = codes.cpu()
     if not bool(codes.any()):
@@ -219,8 +219,8 @@ class ThreadedBatches:
 
     For memory-mapped shards: a batch is memory copies and NumPy arithmetic, which release
     the GIL, so threads overlap with training without the cost of worker processes, whose
-    batches travel through freshly allocated shared memory (~0.4 ms per sample in page
-    faults here; docs/benchmarks.md, "Loader"). Each batch is a new tensor, so a consumer
+    batches travel through freshly allocated shared memory, paid in page faults
+    (docs/benchmarks.md, "Loader"). Each batch is a new tensor, so a consumer
     may keep batches as long as it likes. At most ``2 * workers`` batches are in flight.
     """
 

@@ -31,8 +31,8 @@ from benscale.files.run import (
     BatchRecord,
     BestEpoch,
     EpochRow,
-    RunRecord,
     HoldoutEvaluation,
+    RunRecord,
     WorldRecord,
 )
 from benscale.train import checkpoint, data, engine, eventlog, metrics
@@ -222,7 +222,7 @@ class Trainer:
         scores, ap = metrics.evaluate(targets, logits)
         scores["loss"] = float(self.ctx.loss_fn(torch.from_numpy(logits),
                                                 torch.from_numpy(targets)))
-        scores["n_patches"] = int(len(targets))
+        scores["n_patches"] = len(targets)
         return scores, ap
 
     def save(self, epoch: int) -> float:

@@ -144,7 +144,7 @@ class OverlappedAllReduce:
         for bucket in self.buckets:
             bucket.work.wait()
             if self.device_timing:
-                seconds = bucket.work._get_duration() / 1e3  # noqa: SLF001 - torch's API
+                seconds = bucket.work._get_duration() / 1e3
                 self.timer.record(bucket.launched_at, bucket.launched_at + seconds)
             bucket.flat.div_(self.world_size)
             for p, view in bucket.slots():
