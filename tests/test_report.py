@@ -21,11 +21,13 @@ from benscale.files.run import (
     EPOCH_COLUMNS,
     BatchRecord,
     BestEpoch,
+    EngineRecord,
     HoldoutEvaluation,
     RunRecord,
+    TimingRecord,
     WorldRecord,
 )
-from benscale.files.study import Point, StudyConfig, StudyDocument, StudyMachine
+from benscale.files.study import Point, StudyConfig, StudyDocument, StudyMachine, Variant
 from benscale.provenance import GitState, MachineInfo, Provenance
 from benscale.report.load import load_study
 from benscale.report.references import bounds, evaluate, load_reference
@@ -48,12 +50,12 @@ VAL_F1_MACRO = [0.2, 0.4, 0.3]  # best at epoch 2, unlike the mAP
 GPN = 2
 
 
-def _point(mode: str, nodes: int, repeat: int) -> Point:
+def _point(mode: str, nodes: int, repeat: int, variant: str = "default") -> Point:
     world = nodes * GPN
     gb = 32 if mode == "strong" else 16 * world
-    name = f"{mode}-n{nodes}-r{repeat}"
-    return Point(name, mode, nodes, GPN, repeat, world, gb, gb // world, f"runs/{name}",
-                 f"logs/train/{name}.log")
+    name = f"{variant}/{mode}-n{nodes}-r{repeat}"
+    return Point(name, variant, mode, nodes, GPN, repeat, world, gb, gb // world,
+                 f"runs/{name}", f"logs/train/{name}.log")
 
 
 def _record(point: Point, status: str, test_map: float) -> RunRecord:
@@ -66,12 +68,14 @@ def _record(point: Point, status: str, test_map: float) -> RunRecord:
     world = WorldRecord(point.world_size, point.nodes, GPN, ("hostA",), "mpi", "gloo", "cpu",
                         True, "127.0.0.1", 29500, ("hostA",) * point.world_size)
     test = HoldoutEvaluation(test_map, test_map, 0.1, 0.2, 0.3, 0.3, 0.5, 40, "epoch-0003", "best")
-    config = {"precision": "fp32", "zero_stage": 0, "bands": "s2-12", "num_classes": 19,
-              "epochs": 3, "seed": 42, "tags": {"point": point.name}}
+    config = {"precision": "fp32", "engine": "deepspeed", "zero_stage": 0, "bands": "s2-12",
+              "num_classes": 19, "epochs": 3, "seed": 42, "tags": {"point": point.name}}
     return RunRecord(config=config, world=world,
                      batches=BatchRecord(point.global_batch, point.batch_per_gpu, 1, 4),
                      provenance=prov, status=status, test=test if status == "ok" else None,
-                     best=BestEpoch(3, 0.6), tags={"point": point.name}, deepspeed_config={})
+                     best=BestEpoch(3, 0.6), tags={"point": point.name},
+                     engine=EngineRecord("deepspeed", "deepspeed", "0.19.8", {"seed": 42}),
+                     timing=TimingRecord("deepspeed comms_logger", True))
 
 
 def _write_run(study_dir: Path, point: Point, times: list[float],
@@ -124,7 +128,7 @@ def _document(name: str, points: list[Point]) -> StudyDocument:
     machine = StudyMachine("local-cpu", "hand-made test machine", "mpiexec", "hostA",
                            "Test CPU", GitState("abc123", False), {"torch": "2.14.1"})
     return StudyDocument(name, StudyConfig.from_dict(config), machine,
-                         "2026-01-01T00:00:00+00:00", tuple(points))
+                         "2026-01-01T00:00:00+00:00", (Variant("default"),), tuple(points))
 
 
 @pytest.fixture(scope="module")
@@ -176,7 +180,7 @@ def test_weak_scaling_is_throughput_ratio(report: Path) -> None:
 
 def test_runs_table(report: Path) -> None:
     runs = pd.read_csv(report / "runs.csv").set_index("point")
-    r = runs.loc["strong-n1-r1"]
+    r = runs.loc["default/strong-n1-r1"]
     assert r["first_epoch_time_s"] == 10.0
     assert r["epoch_time_s_median"] == 5.0 and r["epoch_time_s_mean"] == 5.0
     assert r["samples_per_s"] == 56.0
@@ -194,17 +198,17 @@ def test_runs_table(report: Path) -> None:
 
 def test_missing_and_failed_points_listed(report: Path) -> None:
     runs = pd.read_csv(report / "runs.csv").set_index("point")
-    assert runs.loc["strong-n4-r0", "status"] == "failed"
-    assert "no run directory" in runs.loc["strong-n4-r0", "reason"]
-    assert runs.loc["weak-n4-r0", "status"] == "failed"
-    assert "'failed'" in runs.loc["weak-n4-r0", "reason"]
+    assert runs.loc["default/strong-n4-r0", "status"] == "failed"
+    assert "no run directory" in runs.loc["default/strong-n4-r0", "reason"]
+    assert runs.loc["default/weak-n4-r0", "status"] == "failed"
+    assert "'failed'" in runs.loc["default/weak-n4-r0", "reason"]
     html = (report / "index.html").read_text()
     assert "strong-n4-r0" in html and "rank 3 died (simulated)" in html
     # failed points never enter the scaling table
     sc = pd.read_csv(report / "scaling.csv")
     assert set(sc["world_size"]) == {2, 4}
     summary = json.loads((report / "report.json").read_text())
-    assert sorted(summary["failed"]) == ["strong-n4-r0", "weak-n4-r0"]
+    assert sorted(summary["failed"]) == ["default/strong-n4-r0", "default/weak-n4-r0"]
 
 
 def test_epochs_tidy(report: Path) -> None:
@@ -212,7 +216,7 @@ def test_epochs_tidy(report: Path) -> None:
     pq = pd.read_parquet(report / "epochs.parquet")
     assert len(ep) == len(pq) == 6 * 3 + 1                # the failed run's epoch is kept
     assert {"point", "mode", "repeat", "config_hash", "git_commit", "warmup"} <= set(ep)
-    assert ep.groupby("point")["epoch"].count().loc["strong-n2-r1"] == 3
+    assert ep.groupby("point")["epoch"].count().loc["default/strong-n2-r1"] == 3
     # the page carries the same table: every epoch row of every run, in its mode's section
     tables = (report / "index.html").read_text().split("<table")[1:]
     per_epoch = [t for t in tables if "<th>epoch</th>" in t and "<th>compute_time_s</th>" in t]
@@ -261,10 +265,10 @@ def test_bundle(report: Path) -> None:
     b = report / "bundle"
     manifest = json.loads((b / "MANIFEST.json").read_text())
     assert (b / "study.json").is_file() and (b / "config.yaml").is_file()
-    assert (b / "runs" / "strong-n1-r0" / "epochs.csv").is_file()
-    assert (b / "logs" / "train" / "weak-n4-r0.log").is_file()
+    assert (b / "runs" / "default" / "strong-n1-r0" / "epochs.csv").is_file()
+    assert (b / "logs" / "train" / "default" / "weak-n4-r0.log").is_file()
     assert manifest["lock_found"] == (b / "requirements.lock").is_file()
-    assert "runs/strong-n1-r0/run.json" in manifest["files"]
+    assert "runs/default/strong-n1-r0/run.json" in manifest["files"]
     # the bundle is itself a study the report reads, with the same numbers
     again = load_study(b / "study.json")
     assert [r.status for r in again.runs].count("ok") == 6

@@ -85,10 +85,14 @@ def sbatch_line(resources: dict[str, object]) -> str:
 
 
 def test_dry_run_of_64_node_study_on_slurm_profile(tmp_path: Path) -> None:
-    """1..64 nodes x 4 GPUs: one allocation per point, with the right shape and GPUs."""
+    """A 2 x 2 grid of variants over 1..64 nodes x 4 GPUs: one allocation per point, with
+    the right shape and GPUs."""
+    grid = {"engine": ["deepspeed", "ddp"], "precision": ["fp32", "bf16"]}
+    variants = ["deepspeed-fp32", "deepspeed-bf16", "ddp-fp32", "ddp-bf16"]
     config = write_config(tmp_path / "study64.yaml", {
         "study": {"name": "big", "modes": ["strong", "weak"], "nodes": NODES_1_TO_64,
-                  "gpus_per_node": 4, "global_batch": 1024, "batch_per_gpu": 64},
+                  "gpus_per_node": 4, "global_batch": 1024, "batch_per_gpu": 64,
+                  "variant_grid": grid},
         "launcher": {"kind": "srun"},
         "slurm": {"cpus_per_task": 12, "mem_mb_per_node": 200000, "runtime_min": 240},
     })
@@ -96,8 +100,8 @@ def test_dry_run_of_64_node_study_on_slurm_profile(tmp_path: Path) -> None:
     out = output_of(proc)
     assert proc.returncode == 0, out
     jobs = parse_dry_run_jobs(out, "train")
-    assert sorted((j["mode"], int(j["nodes"])) for j in jobs) == sorted(
-        (m, n) for m in ("strong", "weak") for n in NODES_1_TO_64)
+    assert sorted((j["variant"], j["mode"], int(j["nodes"])) for j in jobs) == sorted(
+        (v, m, n) for v in variants for m in ("strong", "weak") for n in NODES_1_TO_64)
     for job in jobs:
         nodes = int(job["nodes"])
         res = parse_resources(job["resources"])
@@ -114,6 +118,10 @@ def test_dry_run_of_64_node_study_on_slurm_profile(tmp_path: Path) -> None:
                 "--cpus-per-task=12 --kill-on-bad-exit=1 --gpus-per-node=4 benscale train") in out
     assert "--set global_batch=1024 --set batch_per_gpu=null" in out   # strong
     assert "--set global_batch=null --set batch_per_gpu=64" in out     # weak
+    for variant in variants:  # each variant's own engine and precision, same batches
+        engine, precision = variant.split("-")
+        assert (f"--set engine={engine} --set precision={precision} --set zero_stage=0"
+                in out), variant
 
 
 @pytest.mark.slow

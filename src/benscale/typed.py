@@ -69,9 +69,17 @@ def from_mapping(cls: type[T], data: Mapping[str, Any], where: str = "config") -
 
 
 def to_mapping(obj: Any) -> Any:
-    """A JSON-ready copy of ``obj``: dataclasses as dicts in field order, tuples as lists."""
+    """A JSON-ready copy of ``obj``: dataclasses as dicts in field order, tuples as lists.
+
+    A dataclass whose ``OMIT_UNSET`` class attribute is true leaves out fields that are
+    None or empty: optional entries of a schema that allows no null (a variant's engine,
+    an axis of a grid) then round-trip through their JSON form.
+    """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_mapping(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+        omit = getattr(obj, "OMIT_UNSET", False)
+        values = {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+        return {name: to_mapping(value) for name, value in values.items()
+                if not (omit and (value is None or value in ((), {})))}
     if isinstance(obj, Mapping):
         return {k: to_mapping(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

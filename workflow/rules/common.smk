@@ -30,7 +30,7 @@ STUDY = config["study"]["name"]
 RESULTS = f"results/{STUDY}"
 DATA = config["data"]["workdir"]
 SYNTH_ARCHIVE = f"{DATA}/archive"
-POINT = "{mode}-n{nodes}-r{repeat}"
+POINT = "{variant}/{mode}-n{nodes}-r{repeat}"
 
 
 def _plan():
@@ -49,6 +49,7 @@ STUDY_CONFIG, POINTS = _plan()
 
 
 wildcard_constraints:
+    variant=r"[A-Za-z0-9][A-Za-z0-9_.-]*",
     mode="|".join(MODES),
     nodes=r"\d+",
     repeat=r"\d+",
@@ -85,7 +86,9 @@ def ingest_args(wildcards, input):
 # --------------------------------------------------------------------------- training
 def point_of(wildcards):
     """The planned point of a train job's wildcards."""
-    return find_point(STUDY_CONFIG, wildcards.mode, wildcards.nodes, wildcards.repeat)
+    return find_point(
+        STUDY_CONFIG, wildcards.variant, wildcards.mode, wildcards.nodes, wildcards.repeat
+    )
 
 
 def train_config_input(wildcards):

@@ -13,7 +13,7 @@ rule train:
         epochs=report(
             f"{RESULTS}/runs/{POINT}/epochs.csv",
             category="3. Training",
-            subcategory="{mode} scaling",
+            subcategory="{variant}: {mode} scaling",
             labels={"point": POINT, "file": "epochs.csv"},
         ),
         mllog=f"{RESULTS}/runs/{POINT}/mllog.jsonl",

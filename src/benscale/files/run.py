@@ -26,11 +26,12 @@ RUN_JSON = "run.json"
 EPOCHS_CSV = "epochs.csv"
 PER_CLASS_AP_CSV = "per_class_ap.csv"
 EVENT_LOG = "mllog.jsonl"
-ENGINE_CONFIG = "ds_config.json"
+#: The resolved engine configuration, per engine.
+ENGINE_CONFIGS: dict[str, str] = {"deepspeed": "ds_config.json", "ddp": "ddp_config.json"}
 CHECKPOINTS = "checkpoints"
 #: The files of a run a reviewer needs (checkpoints stay out: large, re-creatable).
 RECORD_FILES: tuple[str, ...] = (RUN_JSON, EPOCHS_CSV, PER_CLASS_AP_CSV, EVENT_LOG,
-                                 ENGINE_CONFIG)
+                                 *ENGINE_CONFIGS.values())
 
 #: Timed phases of an epoch, in column order (docs/training.md, "How an epoch's time is
 #: split"); each is the max over ranks, and ``<name>_mean`` the mean.
@@ -75,6 +76,10 @@ class EpochRow:
     samples: int
     eval_time_s: float
     checkpoint_time_s: float
+    engine: str
+    engine_version: str
+    #: The resolved engine configuration as compact JSON (run.json has it structured).
+    engine_config: str
 
 
 EPOCH_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(EpochRow))
@@ -191,11 +196,31 @@ class HoldoutEvaluation:
 
 
 @dataclass(frozen=True)
+class EngineRecord:
+    """The data-parallel engine of a run: which, from which library and version, and its
+    resolved configuration (ds_config.json or DDP's options)."""
+
+    name: str
+    library: str
+    version: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class TimingRecord:
+    """How the phases of epochs.csv were measured (docs/training.md)."""
+
+    method: str
+    comm_measured: bool
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """The settings of a run that the report and the performance model read (a typed view
     of the recorded ``config``)."""
 
     precision: str
+    engine: str
     zero_stage: int
     bands: str
     num_classes: int
@@ -217,7 +242,8 @@ class RunRecord:
         test: the test evaluation (None until the run ends well).
         best: the best validation epoch.
         tags: free-form labels (the study's point, mode, ...).
-        deepspeed_config: the DeepSpeed configuration used.
+        engine: the data-parallel engine and its resolved configuration.
+        timing: how communication and the other phases were measured.
         consistency: checks across ranks (``param_sha256_by_rank``).
     """
 
@@ -229,7 +255,8 @@ class RunRecord:
     test: HoldoutEvaluation | None
     best: BestEpoch
     tags: dict[str, Any]
-    deepspeed_config: dict[str, Any]
+    engine: EngineRecord
+    timing: TimingRecord
     consistency: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from benscale.atomic import write_json
 from benscale.errors import ConfigError
@@ -23,8 +23,43 @@ STUDY_JSON = "study.json"
 
 
 @dataclass(frozen=True)
+class Variant:
+    """A named variant of the training: a partial train config over the train section.
+
+    Attributes:
+        name: its name; its run directories are ``runs/<name>/``.
+        engine: ``deepspeed`` or ``ddp`` (None: the train section's).
+        precision: training precision (None: the train section's).
+        zero_stage: DeepSpeed ZeRO stage (None: the train section's).
+        grad_accumulation: micro-steps per optimizer step (None: the train section's).
+        set: further ``benscale train --set`` overrides.
+    """
+
+    OMIT_UNSET: ClassVar[bool] = True
+
+    name: str
+    engine: str | None = None
+    precision: str | None = None
+    zero_stage: int | None = None
+    grad_accumulation: int | None = None
+    set: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class VariantGrid:
+    """``study.variant_grid``: every combination of the listed values is a variant."""
+
+    OMIT_UNSET: ClassVar[bool] = True
+
+    engine: tuple[str, ...] = ()
+    precision: tuple[str, ...] = ()
+    zero_stage: tuple[int, ...] = ()
+    grad_accumulation: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class StudySection:
-    """``study``: the points, each mode x node count x repeat one training run."""
+    """``study``: the points, each variant x mode x node count x repeat one training run."""
 
     name: str
     modes: tuple[str, ...]
@@ -33,6 +68,8 @@ class StudySection:
     repeats: int
     global_batch: int
     batch_per_gpu: int
+    variants: tuple[Variant, ...] = ()
+    variant_grid: VariantGrid = field(default_factory=VariantGrid)
 
 
 @dataclass(frozen=True)
@@ -72,6 +109,7 @@ class TrainSection:
 
     config: str | None
     epochs: int
+    engine: str
     precision: str
     zero_stage: int
     seed: int
@@ -158,7 +196,8 @@ class Point:
     """One scaling point: one training run, one Slurm allocation.
 
     Attributes:
-        name: ``<mode>-n<nodes>-r<repeat>``, the run directory's name.
+        name: ``<variant>/<mode>-n<nodes>-r<repeat>``, the run directory below runs/.
+        variant: the variant it runs.
         mode: ``strong`` or ``weak``.
         nodes: nodes of the allocation (emulated by process groups locally).
         gpus_per_node: ranks per node, one GPU each.
@@ -171,6 +210,7 @@ class Point:
     """
 
     name: str
+    variant: str
     mode: str
     nodes: int
     gpus_per_node: int
@@ -205,6 +245,7 @@ class StudyDocument:
         config: its resolved configuration.
         machine: where it was planned.
         created_utc: when.
+        variants: every variant, resolved (grid expanded), in plan order.
         points: every point, in plan order.
         snakefile: the workflow that planned it (absolute path; None when planned by hand),
             which ``benscale reproduce --profile`` runs again.
@@ -215,6 +256,7 @@ class StudyDocument:
     config: StudyConfig
     machine: StudyMachine
     created_utc: str
+    variants: tuple[Variant, ...]
     points: tuple[Point, ...]
     snakefile: str | None = None
     reproduced_from: str | None = None

@@ -59,7 +59,8 @@ def provenance_columns(rec: PointResult) -> dict[str, Any]:
 def point_columns(rec: PointResult) -> dict[str, Any]:
     """The scaling point of a run (from study.json)."""
     p = rec.point
-    return {"point": p.name, "mode": p.mode, "repeat": p.repeat, "nodes": p.nodes,
+    return {"point": p.name, "variant": p.variant, "mode": p.mode, "repeat": p.repeat,
+            "nodes": p.nodes,
             "gpus_per_node": p.gpus_per_node, "world_size": p.world_size,
             "global_batch": p.global_batch, "batch_per_gpu": p.batch_per_gpu}
 
@@ -80,7 +81,8 @@ def epochs_table(study: StudyResults) -> pd.DataFrame:
     if not frames:
         return pd.DataFrame(columns=["point", "epoch"])
     out = pd.concat(frames, ignore_index=True)
-    first = ["point", "mode", "repeat", "nodes", "gpus_per_node", "world_size", "epoch"]
+    first = ["point", "variant", "mode", "repeat", "nodes", "gpus_per_node", "world_size",
+             "epoch"]
     return out[[c for c in first if c in out] + [c for c in out if c not in first]]
 
 
@@ -112,6 +114,8 @@ def run_row(rec: PointResult, target: float | None) -> dict[str, Any]:
     """One row of runs.csv."""
     settings = rec.record.settings if rec.record else None
     row: dict[str, Any] = {**point_columns(rec), "status": rec.status, "reason": rec.reason,
+                           "engine": settings.engine if settings else None,
+                           "engine_version": rec.record.engine.version if rec.record else None,
                            "precision": settings.precision if settings else None,
                            "zero_stage": settings.zero_stage if settings else None,
                            "epochs": len(rec.epochs)}
@@ -175,13 +179,14 @@ def _spread(values: pd.Series, name: str) -> dict[str, float]:
 
 
 def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """scaling.csv: per mode and world size, speedup and efficiency over the smallest scale."""
+    """scaling.csv: per variant, mode and world size, speedup and efficiency over the
+    variant's smallest scale."""
     ok = runs[(runs["status"] == "ok")] if "status" in runs else runs.iloc[0:0]
     if ok.empty or "epoch_time_s_median" not in ok:
-        return pd.DataFrame(columns=["mode", "world_size", "speedup_median",
+        return pd.DataFrame(columns=["variant", "mode", "world_size", "speedup_median",
                                      "efficiency_median"])
     rows = []
-    for mode, group in ok.groupby("mode", sort=True):
+    for (variant, mode), group in ok.groupby(["variant", "mode"], sort=False):
         w0 = int(group["world_size"].min())
         base = group[group["world_size"] == w0]
         t0 = float(base["epoch_time_s_median"].median())
@@ -201,7 +206,8 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
             acc = (g["test_map_macro"].astype(float) if "test_map_macro" in g
                    else pd.Series([math.nan]))
             rows.append({
-                "mode": mode, "world_size": w, "nodes": int(g["nodes"].iloc[0]),
+                "variant": variant, "mode": mode, "world_size": w,
+                "nodes": int(g["nodes"].iloc[0]),
                 "gpus_per_node": int(g["gpus_per_node"].iloc[0]), "runs": len(g),
                 "baseline_world_size": w0, "ideal_speedup": w / w0,
                 **_spread(t, "epoch_time_s"), **_spread(x, "samples_per_s"),

@@ -22,10 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from benscale.errors import ConfigError
-from benscale.files.study import StudyConfig, StudyDocument, StudyMachine
+from benscale.files.study import StudyConfig, StudyDocument, StudyMachine, Variant
 from benscale.provenance import cpu_model, git_commit, package_versions
 from benscale.study.launchers import check_local_cap, launch_command
-from benscale.study.plan import find_point, plan_points, set_args
+from benscale.study.plan import (
+    find_point,
+    grid_variants,
+    plan_points,
+    resolve_variants,
+    set_args,
+)
 from benscale.study.slurm import slurm_resources
 
 __all__ = ["StudyConfig", "check_local_cap", "configure_parser", "find_point",
@@ -39,10 +45,12 @@ def study_document(config: StudyConfig, snakefile: str | None = None) -> StudyDo
     The report reads this and, per point, ``runs/<name>/run.json`` and ``epochs.csv``;
     a point without ``run.json`` failed, and ``log`` says where to look.
     """
+    variants = tuple(Variant(v.name, v.engine, v.precision, v.zero_stage, v.grad_accumulation,
+                             v.set) for v in resolve_variants(config))
     return StudyDocument(study=config.study.name, config=config,
                          machine=machine_record(config),
                          created_utc=datetime.now(UTC).isoformat(timespec="seconds"),
-                         points=plan_points(config), snakefile=snakefile)
+                         variants=variants, points=plan_points(config), snakefile=snakefile)
 
 
 def machine_record(config: StudyConfig) -> StudyMachine:
@@ -91,8 +99,12 @@ def run(args: argparse.Namespace) -> int:
         study_document(config, args.snakefile).write(args.out)
         print(f"{args.out}: {len(points)} points", file=sys.stderr)
         return 0
-    print(f"{'point':<16} {'nodes':>5} {'gpn':>4} {'world':>5} {'global':>7} {'per_gpu':>7}")
+    width = max(len(p.name) for p in points) + 2
+    print(f"{'point':<{width}} {'nodes':>5} {'gpn':>4} {'world':>5} {'global':>7} "
+          f"{'per_gpu':>7}")
     for p in points:
-        print(f"{p.name:<16} {p.nodes:>5} {p.gpus_per_node:>4} {p.world_size:>5} "
+        print(f"{p.name:<{width}} {p.nodes:>5} {p.gpus_per_node:>4} {p.world_size:>5} "
               f"{p.global_batch:>7} {p.batch_per_gpu:>7}")
+    for skipped in grid_variants(config)[1]:
+        print(f"variant_grid: left out {skipped}", file=sys.stderr)
     return 0

@@ -154,7 +154,11 @@ class TrainConfig:
     batch_per_gpu: int | None
     grad_accumulation: int
     precision: str
+    engine: str
     zero_stage: int
+    deepspeed: dict[str, object]
+    ddp: dict[str, object]
+    comm_timing: bool
     seed: int
     bands: str
     num_classes: int
@@ -224,8 +228,14 @@ def validate(config: dict[str, Any], where: str) -> None:
     check_semantics(config, where)
 
 
+#: DeepSpeed keys benscale derives from its own config (the batch rule, the seed).
+DEEPSPEED_OWN_KEYS: tuple[str, ...] = ("train_batch_size", "train_micro_batch_size_per_gpu",
+                                       "gradient_accumulation_steps", "seed", "bf16", "fp16",
+                                       "optimizer", "scheduler")
+
+
 def check_semantics(config: dict[str, Any], where: str) -> None:
-    """Rules a schema cannot say simply."""
+    """Rules a schema cannot say simply; each message names the key and the fix."""
     if (config["global_batch"] is None) == (config["batch_per_gpu"] is None):
         raise ConfigError(f"{where}: set exactly one of global_batch (strong scaling) and "
                           f"batch_per_gpu (weak scaling); got global_batch="
@@ -234,3 +244,15 @@ def check_semantics(config: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: channels_last with precision bf16-deepspeed fails inside "
                           "DeepSpeed (it views bf16 weights as bytes); set channels_last: "
                           "false, or use precision bf16 (autocast)")
+    if config["engine"] == "ddp":
+        if config["zero_stage"] != 0:
+            raise ConfigError(f"{where}: zero_stage={config['zero_stage']} with engine ddp: "
+                              "ZeRO is DeepSpeed's; set engine: deepspeed or zero_stage: 0")
+        if config["precision"] == "bf16-deepspeed":
+            raise ConfigError(f"{where}: precision bf16-deepspeed is DeepSpeed's bf16 mode; "
+                              "with engine ddp use precision bf16 (autocast)")
+    own = [k for k in DEEPSPEED_OWN_KEYS if k in config["deepspeed"]]
+    if own:
+        raise ConfigError(f"{where}: deepspeed.{own[0]}: benscale sets this from its own keys "
+                          "(global_batch/batch_per_gpu, grad_accumulation, seed, precision, "
+                          "optimizer, schedule); set those instead")

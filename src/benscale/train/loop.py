@@ -7,6 +7,7 @@ statistics) runs BEFORE the process group and the model exist, so mistakes cost 
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import random
@@ -30,9 +31,11 @@ from benscale.files.batches import BatchSplit
 from benscale.files.run import (
     BatchRecord,
     BestEpoch,
+    EngineRecord,
     EpochRow,
     HoldoutEvaluation,
     RunRecord,
+    TimingRecord,
     WorldRecord,
 )
 from benscale.train import checkpoint, data, engine, eventlog, metrics
@@ -71,7 +74,7 @@ class Run:
 
     @property
     def ckpt_dir(self) -> Path:
-        """Where DeepSpeed checkpoints go."""
+        """Where the engine's checkpoints go."""
         return self.run_dir / run_files.CHECKPOINTS
 
 
@@ -134,7 +137,9 @@ class Trainer:
             raise DataError(f"{run.data_dir}: the train split has {len(self.train_set)} "
                             f"patches, fewer than one global batch of {b.global_batch}; "
                             "lower the batch or extract more patches")
-        self.ctx, self.ds_cfg = build_step_context(cfg, b, self.steps, run.device)
+        self.ctx, built = build_step_context(cfg, b, self.steps, run.device)
+        self.engine = EngineRecord(built.name, built.library, built.version, built.config)
+        self.timing = TimingRecord(built.comm.method, built.comm.measures)
         self.lr = engine.peak_lr(cfg, b.global_batch)
         self.eval_batch = cfg.eval_batch_per_gpu or b.per_rank
         self.best = BestEpoch()
@@ -162,17 +167,18 @@ class Trainer:
             config=config, world=world_record(self.run),
             batches=BatchRecord(b.global_batch, b.per_rank, b.grad_accumulation, self.steps),
             provenance=prov, status=status, test=test, best=self.best,
-            tags=dict(cfg.tags), deepspeed_config=self.ds_cfg, consistency=self.consistency,
+            tags=dict(cfg.tags), engine=self.engine, timing=self.timing,
+            consistency=self.consistency,
         ).write(self.run.run_dir)
 
     def open_outputs(self, resumed_from: int) -> None:
-        """ds_config.json, run.json (running), event log header; drop CSV rows past the
-        resume point."""
+        """The engine's config file, run.json (running), event log header; drop CSV rows
+        past the resume point."""
         if not self.run.is_main:
             return
         run_dir = self.run.run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
-        write_json(run_dir / run_files.ENGINE_CONFIG, self.ds_cfg)
+        write_json(run_dir / run_files.ENGINE_CONFIGS[self.engine.name], self.engine.config)
         self.write_run_json("running")
         run_files.truncate_after(run_dir, resumed_from)
         self.mllog = eventlog.open_log(run_dir / run_files.EVENT_LOG)
@@ -261,7 +267,10 @@ class Trainer:
             train_loss=loss, val_loss=val["loss"],
             **{f"val_{m}": val[m] for m in run_files.METRICS},
             lr=self.ctx.engine.get_lr()[0], steps=self.steps, samples=samples,
-            eval_time_s=eval_s, checkpoint_time_s=ckpt_s)
+            eval_time_s=eval_s, checkpoint_time_s=ckpt_s, engine=self.engine.name,
+            engine_version=self.engine.version,
+            engine_config=json.dumps(self.engine.config, sort_keys=True,
+                                     separators=(",", ":")))
         run_files.append_epoch(self.run.run_dir, row)
         run_files.append_class_ap(self.run.run_dir, epoch, self.val_set.shards.classes,
                                   list(ap))

@@ -1,4 +1,4 @@
-"""One training epoch and one evaluation pass through the DeepSpeed engine.
+"""One training epoch and one evaluation pass through the data-parallel engine.
 
 Kept apart from the run's bookkeeping so that a benchmark can drive the very same step on
 in-memory tensors: :func:`build_step_context` then :func:`train_micro_batches` with batches
@@ -19,12 +19,11 @@ from torch import nn
 
 from benscale.bigearthnet import BAND_SETS
 from benscale.files.batches import BatchSplit
-from benscale.train import engine as engine_mod
-from benscale.train import overlap
 from benscale.train.config import TrainConfig
 from benscale.train.data import orient_batch
+from benscale.train.engine import Engine, build_engine
 from benscale.train.model import batchnorm_buffers, build_model, loss_fn
-from benscale.train.timing import CommTimer, PhaseTimes, synchronize, time_gradient_reduction
+from benscale.train.timing import CommMeter, PhaseTimes, synchronize
 
 __all__ = ["PhaseTimes", "StepContext", "build_step_context", "predict", "reduce_over_ranks",
            "train_micro_batches"]
@@ -32,7 +31,7 @@ __all__ = ["PhaseTimes", "StepContext", "build_step_context", "predict", "reduce
 
 @dataclass
 class StepContext:
-    """What every step needs: the engine, where tensors go, and the comm timer.
+    """What every step needs: the engine, where tensors go, and the communication meter.
 
     ``autocast``: the dtype of ``torch.autocast`` around the forward pass (precision bf16),
     or None (fp32, and DeepSpeed's own bf16 mode, whose weights are bf16 already).
@@ -42,7 +41,7 @@ class StepContext:
     device: torch.device
     dtype: torch.dtype
     channels_last: bool
-    comm: CommTimer
+    comm: CommMeter
     loss_fn: nn.Module
     autocast: torch.dtype | None = None
 
@@ -63,24 +62,21 @@ class StepContext:
 
 
 def build_step_context(config: TrainConfig, batches: BatchSplit, steps_per_epoch: int,
-                       device: torch.device) -> tuple[StepContext, dict[str, Any]]:
-    """Model + DeepSpeed engine + timers, ready for :func:`train_micro_batches`.
+                       device: torch.device) -> tuple[StepContext, Engine]:
+    """Model + engine + communication meter, ready for :func:`train_micro_batches`.
 
     Needs an initialised process group (:func:`benscale.train.engine.init_distributed`).
-    Returns the context and the DeepSpeed config used.
+    Returns the context and the built :class:`~benscale.train.engine.Engine` (what run.json
+    records of it).
     """
     model = build_model(len(BAND_SETS[config.bands]), config.num_classes)
     if config.channels_last:
         model = model.to(memory_format=torch.channels_last)
-    ds_engine, ds_cfg = engine_mod.build_engine(model, config, batches, steps_per_epoch)
+    built = build_engine(model, config, batches, steps_per_epoch, device)
     dtype = torch.bfloat16 if config.precision == "bf16-deepspeed" else torch.float32
     autocast = torch.bfloat16 if config.precision == "bf16" else None
-    comm = CommTimer(device)
-    if overlap.wanted(ds_engine, config.zero_stage):
-        overlap.install(ds_engine, comm)
-    time_gradient_reduction(ds_engine, comm)
-    return StepContext(ds_engine, device, dtype, config.channels_last, comm, loss_fn(),
-                       autocast), ds_cfg
+    return StepContext(built.engine, device, dtype, config.channels_last, built.comm,
+                       loss_fn(), autocast), built
 
 
 def train_micro_batches(ctx: StepContext, batches: Iterable[Any], times: PhaseTimes,
@@ -88,17 +84,18 @@ def train_micro_batches(ctx: StepContext, batches: Iterable[Any], times: PhaseTi
     """Forward, backward and (at accumulation boundaries) step over ``batches``.
 
     Phases per micro-step, each read after synchronising the device: data (waiting for the
-    loader + host-to-device copy), compute (forward + backward minus the time blocked in a
-    gradient reduction inside backward), comm (the union of the reduction intervals
-    ``ctx.comm`` recorded, overlapped ones included), optimizer (``engine.step`` minus any
-    time blocked in a reduction inside it).
+    loader + host-to-device copy), compute (forward + backward minus the communication the
+    training thread waited for inside backward), comm (all communication the meter saw,
+    hidden behind backward or not; NaN when not measured), optimizer (``engine.step``
+    minus the communication waited for inside it).
 
     Returns:
         (sum of per-sample training loss, number of samples) on this rank.
     """
     ctx.engine.train()
-    ctx.comm.take()
     loss_sum, samples = 0.0, 0
+    if not ctx.comm.measures:
+        times.comm_time_s = float("nan")
     start = time.perf_counter()
     iterator = iter(batches)
     while True:
@@ -110,23 +107,24 @@ def train_micro_batches(ctx: StepContext, batches: Iterable[Any], times: PhaseTi
         x, y = ctx.inputs(x, orientations), y.to(ctx.device, non_blocking=True)
         synchronize(ctx.device)
         t1 = time.perf_counter()
-        comm0 = ctx.comm.blocked_s
+        ctx.comm.begin()
         loss = ctx.loss_fn(ctx.forward(x), y)
         ctx.engine.backward(loss)
         synchronize(ctx.device)
+        ctx.comm.after_backward()
         t2 = time.perf_counter()
-        comm1 = ctx.comm.blocked_s
         ctx.engine.step()
         synchronize(ctx.device)
+        comm = ctx.comm.after_step()
         t3 = time.perf_counter()
         times.data_time_s += t1 - t0
-        times.compute_time_s += (t2 - t1) - (comm1 - comm0)
-        times.optimizer_time_s += (t3 - t2) - (ctx.comm.blocked_s - comm1)
+        times.compute_time_s += (t2 - t1) - comm.exposed_in_backward_s
+        times.optimizer_time_s += (t3 - t2) - comm.exposed_in_step_s
+        times.comm_time_s += comm.comm_s
         loss_sum += float(loss.item()) * len(y)
         samples += len(y)
         if progress is not None:
             progress.update(1)
-    times.comm_time_s += ctx.comm.take()
     times.epoch_time_s += time.perf_counter() - start
     return loss_sum, samples
 

@@ -3,24 +3,28 @@
 Every interval is read from ``time.perf_counter`` after synchronising the device, so GPU
 work queued asynchronously is charged to the phase that queued it.
 
-Communication is MEASURED, not inferred. :func:`time_gradient_reduction` wraps the
-DeepSpeed methods that reduce gradients: ``engine.allreduce_gradients`` (ZeRO 0: the
-backward epilogue; ZeRO 1: the reduce-scatter) and, for ZeRO 2, the ZeRO optimizer's
-``reduce_ipg_grads`` that its gradient hooks call during backward (only the outermost of
-nested calls is timed). ZeRO 1/2 run with ``overlap_comm: false``, so those calls contain
-the whole reduction. At ZeRO 0 with several ranks the reduction is ours
-(:mod:`benscale.train.overlap`): asynchronous all-reduces during backward, each recorded
-from its launch to its completion, plus the wait in the epilogue. The communication time
-is the UNION of all these intervals; what the training thread spent blocked inside them
-(:attr:`CommTimer.blocked_s`) is what is taken out of compute and optimizer time, so with
-overlap the phases add up to more than the step (docs/training.md).
+Communication is measured through the engines' public mechanisms only, never by replacing
+a library's methods (docs/training.md, "How an epoch's time is split"):
+
+* engine ``ddp``: a DDP communication hook that does exactly what DDP's default hook does
+  (``default_hooks.allreduce_hook``: divide, all-reduce) and records each bucket's
+  reduction as an interval: from the hook call to the completion of its future (gloo: the
+  host clock in the future's callback; NCCL: CUDA events on the streams, since the host
+  only sees the enqueueing). A post-accumulate-grad hook marks when backward produced the
+  last gradient; the part of the reductions after it is what the training thread waited
+  for (*exposed*), the rest ran hidden behind backward.
+* engine ``deepspeed``: DeepSpeed's own communication logger (``comms_logger`` in the
+  DeepSpeed config), which times every collective it issues and makes it blocking, so all
+  of it is time the training thread waited for, attributed to backward or to the
+  optimizer step by when it was logged.
+
+:class:`CommMeter` is the common interface; ``comm_timing: false`` gives :class:`NoComm`.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -52,60 +56,202 @@ class PhaseTimes:
         return [getattr(self, n) for n in self.names()]
 
 
-@dataclass
-class CommTimer:
-    """Gradient-reduction intervals, and the time the training thread was blocked in them."""
+@dataclass(frozen=True)
+class StepComm:
+    """One micro-step's communication: all of it, and what the training thread waited for
+    in backward and in the optimizer step (exposed)."""
 
-    device: torch.device
-    blocked_s: float = 0.0
-    intervals: list[tuple[float, float]] = field(default_factory=list, repr=False)
-    _depth: int = field(default=0, repr=False)
-
-    def wrap(self, fn: Callable[..., Any]) -> Callable[..., Any]:
-        """``fn`` timed, with the device synchronised before and after the outermost call."""
-
-        def timed(*args: Any, **kwargs: Any) -> Any:
-            if self._depth:
-                return fn(*args, **kwargs)
-            synchronize(self.device)
-            start = time.perf_counter()
-            self._depth += 1
-            try:
-                return fn(*args, **kwargs)
-            finally:
-                self._depth -= 1
-                synchronize(self.device)
-                end = time.perf_counter()
-                self.blocked_s += end - start
-                self.record(start, end)
-
-        return timed
-
-    def record(self, start: float, end: float) -> None:
-        """One interval during which gradients were being reduced (may run in background)."""
-        self.intervals.append((start, end))
-
-    def take(self) -> float:
-        """Seconds covered by the intervals recorded since the last call (their union)."""
-        intervals, self.intervals = self.intervals, []
-        self.blocked_s = 0.0
-        return union_seconds(intervals)
+    comm_s: float
+    exposed_in_backward_s: float
+    exposed_in_step_s: float
 
 
 def union_seconds(intervals: list[tuple[float, float]]) -> float:
     """Length of the union of ``(start, end)`` intervals: overlapping ones count once."""
-    total, reach = 0.0, float("-inf")
+    return sum(end - start for start, end in _merged(intervals))
+
+
+def _merged(intervals: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    out: list[list[float]] = []
     for start, end in sorted(intervals):
-        if end > reach:
-            total += end - max(start, reach)
-            reach = end
-    return total
+        if out and start <= out[-1][1]:
+            out[-1][1] = max(out[-1][1], end)
+        else:
+            out.append([start, end])
+    return [(s, e) for s, e in out]
 
 
-def time_gradient_reduction(engine: Any, timer: CommTimer) -> CommTimer:
-    """Instrument ``engine`` so that its gradient reductions are timed (module docstring)."""
-    engine.allreduce_gradients = timer.wrap(engine.allreduce_gradients)
-    inner = getattr(engine, "optimizer", None)
-    if inner is not None and hasattr(inner, "reduce_ipg_grads"):
-        inner.reduce_ipg_grads = timer.wrap(inner.reduce_ipg_grads)
-    return timer
+def seconds_after(intervals: list[tuple[float, float]], moment: float) -> float:
+    """Seconds of the union of ``intervals`` that lie after ``moment``."""
+    return sum(max(0.0, end - max(start, moment)) for start, end in _merged(intervals))
+
+
+class CommMeter:
+    """How a step's communication is measured; one per run, driven by the step loop.
+
+    ``begin`` before the forward pass, ``after_backward`` and ``after_step`` once the
+    device is synchronised; ``after_step`` returns the micro-step's :class:`StepComm`.
+    """
+
+    #: What run.json records as ``timing.method``.
+    method = "off"
+    #: Whether comm_time_s is measured at all (False: it is NaN).
+    measures = False
+
+    def begin(self) -> None:
+        """A micro-step starts."""
+
+    def after_backward(self) -> None:
+        """Backward has returned and the device is synchronised."""
+
+    def after_step(self) -> StepComm:
+        """The optimizer step has returned and the device is synchronised."""
+        return StepComm(0.0, 0.0, 0.0)
+
+
+class NoComm(CommMeter):
+    """``comm_timing: false``, or a single rank: nothing measured, nothing taken out."""
+
+    def __init__(self, reason: str) -> None:
+        """``reason`` goes to run.json as the method."""
+        self.method = reason
+
+
+class _HostClock:
+    """Moments on the host clock (gloo: a collective's future completes when it is done)."""
+
+    def __init__(self) -> None:
+        self.base = 0.0
+
+    def reset(self) -> None:
+        self.base = time.perf_counter()
+
+    def now(self) -> float:
+        return time.perf_counter()
+
+    def seconds(self, moment: Any) -> float:
+        return float(moment) - self.base
+
+
+class _CudaClock:
+    """Moments on the device (NCCL runs on its own stream: the host sees only enqueueing).
+
+    A moment is a CUDA event recorded on the current stream; after the step's
+    synchronisation it is read relative to the event recorded at ``reset``.
+    """
+
+    def __init__(self) -> None:
+        self.base: Any = None
+
+    def reset(self) -> None:
+        self.base = self.now()
+
+    def now(self) -> Any:
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def seconds(self, moment: Any) -> float:
+        return self.base.elapsed_time(moment) / 1e3
+
+
+class DdpHookMeter(CommMeter):
+    """Bucket reductions of a DDP model, timed from its communication hook."""
+
+    measures = True
+
+    def __init__(self, ddp: Any, device: torch.device) -> None:
+        """Register the hook on ``ddp`` (a DistributedDataParallel) and the gradient marks."""
+        from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+        self._clock = _CudaClock() if device.type == "cuda" else _HostClock()
+        self.method = ("ddp comm hook (default allreduce), "
+                       + ("CUDA events" if device.type == "cuda" else "host clock"))
+        self._allreduce = default_hooks.allreduce_hook
+        self._intervals: list[tuple[Any, Any]] = []
+        self._pending: list[list[Any]] = []
+        self._last_grad: Any = None
+        ddp.register_comm_hook(None, self._hook)
+        for param in ddp.module.parameters():
+            if param.requires_grad:
+                param.register_post_accumulate_grad_hook(self._grad_ready)
+
+    # No annotations: DDP checks a hook's annotations against its own types, which the
+    # postponed (string) annotations of this module would fail.
+    def _hook(self, state, bucket):
+        interval = [self._clock.now(), None]
+        self._pending.append(interval)
+
+        def done(fut):
+            interval[1] = self._clock.now()
+            return fut.value()
+
+        return self._allreduce(state, bucket).then(done)
+
+    def _grad_ready(self, _param: torch.Tensor) -> None:
+        self._last_grad = self._clock.now()
+
+    def begin(self) -> None:
+        """Start the step's clock; forget the previous step's moments."""
+        self._clock.reset()
+        self._pending, self._last_grad = [], None
+
+    def after_backward(self) -> None:
+        """Mark the end of backward (DDP's reducer has waited for every bucket)."""
+        self._end_backward = self._clock.now()
+
+    def after_step(self) -> StepComm:
+        """Union of the bucket reductions; the part after the last gradient was exposed."""
+        seconds = self._clock.seconds
+        intervals = [(seconds(a), seconds(b)) for a, b in self._pending if b is not None]
+        if not intervals:  # no synchronisation this micro-step (accumulation)
+            return StepComm(0.0, 0.0, 0.0)
+        last_grad = seconds(self._last_grad) if self._last_grad is not None else 0.0
+        return StepComm(union_seconds(intervals), seconds_after(intervals, last_grad), 0.0)
+
+
+class DeepSpeedLogMeter(CommMeter):
+    """Collectives of a DeepSpeed engine, timed by DeepSpeed's ``comms_logger``.
+
+    DeepSpeed 0.19 logs, for every collective, the running total of the timer of its op
+    name (``timed_op`` reads ``timers(name).elapsed(reset=False)``, which sums every
+    interval since the start), not the op's own latency; so the time an op name has taken
+    so far is the last value logged for it, and the logger's total is the sum of those
+    over op names. tests/test_train_engines.py checks this reading against the wall time
+    of the collectives' phases, so a DeepSpeed release that changes the logger's values
+    fails a test instead of skewing comm_time_s.
+    """
+
+    measures = True
+    method = "deepspeed comms_logger (every collective blocking)"
+
+    def __init__(self) -> None:
+        """Read the logger's state once, as the baseline."""
+        from deepspeed.comm import comm as ds_comm
+
+        self._logger = ds_comm.comms_logger
+        self._last = self.total_s()
+
+    def total_s(self) -> float:
+        """Seconds DeepSpeed has spent in its logged collectives since the start."""
+        total_ms = 0.0
+        for sizes in self._logger.get_raw_data().values():
+            # All message sizes of one op name share its timer: the latest value of any of
+            # them is the op name's running total, and it is the largest.
+            total_ms += max(record[1][-1] for record in sizes.values())
+        return total_ms / 1e3
+
+    def begin(self) -> None:
+        """Take the logger's total at the start of the step."""
+        self._last = self.total_s()
+
+    def after_backward(self) -> None:
+        """Collectives logged so far in the step belong to backward."""
+        now = self.total_s()
+        self._in_backward, self._last = now - self._last, now
+
+    def after_step(self) -> StepComm:
+        """The rest belong to the optimizer step (ZeRO's parameter all-gather...)."""
+        now = self.total_s()
+        in_step, self._last = now - self._last, now
+        return StepComm(self._in_backward + in_step, self._in_backward, in_step)
