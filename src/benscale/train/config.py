@@ -171,6 +171,10 @@ class TrainConfig:
     workers: int
     channels_last: bool
     threads: int | None
+    interop_threads: int
+    deterministic: bool
+    matmul_precision: str
+    cudnn_benchmark: bool
     limit_batches: int | None
     limit_eval_batches: int | None
     eval_batch_per_gpu: int | None
