@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from benscale.errors import ConfigError
 from benscale.train import world as launch
+from conftest import launcher_env
 
 
 @pytest.mark.parametrize(("hostlist", "hosts"), [
@@ -92,3 +97,22 @@ def test_single_process_and_torch_env() -> None:
     env = launch.torch_env(world)
     assert env["RANK"] == "0" and env["WORLD_SIZE"] == "1"
     assert env["MASTER_ADDR"] == "127.0.0.1" and int(env["MASTER_PORT"]) == world.master_port
+
+
+def test_mpi_world_disagreeing_with_the_launcher_is_refused(tiny_shards: Path,
+                                                          tmp_path: Path) -> None:
+    """An mpi4py of another MPI than the mpirun that started it sees a world of 1: simulated
+    by an Open MPI variable around the pip mpich build, in a real process."""
+    world = launch.World(0, 1, 0, 1, 1, 0, "h", 1, "mpi")
+    with pytest.raises(ConfigError, match=r"world of 1 process\(es\), but the launcher "
+                                          r"started 4 \(PMI_SIZE=4\)"):
+        launch.check_mpi_world(world, {"PMI_SIZE": "4"})
+    launch.check_mpi_world(world, {"PMI_SIZE": "1", "SLURM_NTASKS": "8"})  # agrees: fine
+    env = launcher_env(OMPI_COMM_WORLD_SIZE="4", OMPI_COMM_WORLD_RANK="0")
+    proc = subprocess.run([sys.executable, "-m", "benscale.cli", "train", "--data",
+                           str(tiny_shards), "--out", str(tmp_path / "run"), "--set",
+                           "global_batch=4"], env=env, capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "mpi4py sees a world of 1 process(es), but the launcher started 4" in proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -24,6 +24,7 @@ from benscale.files.run import (
     EngineRecord,
     HoldoutEvaluation,
     RunRecord,
+    RuntimeRecord,
     TimingRecord,
     WorldRecord,
 )
@@ -64,9 +65,13 @@ def _record(point: Point, status: str, test_map: float) -> RunRecord:
                       packages={"torch": "2.14.1"},
                       machine=MachineInfo("hostA", "Linux", "3.11", "Test CPU", 2, 8.0, ()),
                       slurm={"SLURM_JOB_ID": "4242"}, config_hash="f" * 64,
-                      slurm_job_id="4242")
+                      slurm_job_id="4242",
+                      environment={"numpy": "2.4.6", "torch": "2.14.1"})
     world = WorldRecord(point.world_size, point.nodes, GPN, ("hostA",), "mpi", "gloo", "cpu",
                         True, "127.0.0.1", 29500, ("hostA",) * point.world_size)
+    runtime = RuntimeRecord(threads=1, interop_threads=1, torch_threads=1, threadpools=[],
+                            environment={"OMP_NUM_THREADS": "1"}, deterministic=False,
+                            matmul_precision="highest", cudnn=None, parallel_info="")
     test = HoldoutEvaluation(test_map, test_map, 0.1, 0.2, 0.3, 0.3, 0.5, 40, "epoch-0003", "best")
     config = {"precision": "fp32", "engine": "deepspeed", "zero_stage": 0, "bands": "s2-12",
               "num_classes": 19, "epochs": 3, "seed": 42, "tags": {"point": point.name}}
@@ -75,7 +80,7 @@ def _record(point: Point, status: str, test_map: float) -> RunRecord:
                      provenance=prov, status=status, test=test if status == "ok" else None,
                      best=BestEpoch(3, 0.6), tags={"point": point.name},
                      engine=EngineRecord("deepspeed", "deepspeed", "0.19.8", {"seed": 42}),
-                     timing=TimingRecord("deepspeed comms_logger", True))
+                     timing=TimingRecord("deepspeed comms_logger", True), runtime=runtime)
 
 
 def _write_run(study_dir: Path, point: Point, times: list[float],
@@ -267,7 +272,9 @@ def test_bundle(report: Path) -> None:
     assert (b / "study.json").is_file() and (b / "config.yaml").is_file()
     assert (b / "runs" / "default" / "strong-n1-r0" / "epochs.csv").is_file()
     assert (b / "logs" / "train" / "default" / "weak-n4-r0.log").is_file()
-    assert manifest["lock_found"] == (b / "requirements.lock").is_file()
+    # the package set the runs recorded, pip-freeze style, instead of the project's lock
+    assert (b / "environment.txt").read_text().splitlines() == ["numpy==2.4.6", "torch==2.14.1"]
+    assert manifest["environment_recorded"] and not (b / "requirements.lock").exists()
     assert "runs/default/strong-n1-r0/run.json" in manifest["files"]
     # the bundle is itself a study the report reads, with the same numbers
     again = load_study(b / "study.json")

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from benscale.files.run import read_event_log
+from benscale.train.eventlog import rules_path
 from benscale.train.world import free_port
 from conftest import launcher_env
 
@@ -117,8 +119,8 @@ def test_torchrun_outputs_and_ranks_in_sync(torchrun_run: Path, shards: Path) ->
         # compute time (a misread logger, e.g. summing its running totals, would not)
         assert 0 < float(row["comm_time_s"]) < float(row["epoch_time_s"])
         assert float(row["compute_time_s"]) > 0
-    events = [json.loads(line)["key"] for line in (torchrun_run / "mllog.jsonl").open()]
-    assert events[0] == "run_start" and events[-1] == "run_stop"
+    events = [e.key for e in read_event_log(torchrun_run)]
+    assert events[0] == "submission_benchmark" and events[-1] == "run_stop"
     assert events.count("epoch_stop") == EPOCHS and "global_batch_size" in events
     assert sorted(p.name for p in (torchrun_run / "checkpoints").iterdir()) == \
         ["epoch-0002", "latest"]
@@ -131,6 +133,33 @@ def test_torchrun_outputs_and_ranks_in_sync(torchrun_run: Path, shards: Path) ->
     assert {r["engine_version"] for r in rows} == {record["engine"]["version"]}
     with (torchrun_run / "per_class_ap.csv").open() as fh:
         assert len(list(csv.DictReader(fh))) == EPOCHS * 19
+
+
+def mlperf_check(log: Path, workdir: Path) -> subprocess.CompletedProcess[str]:
+    """MLPerf's own compliance checker on ``log``, with benscale's rules for its benchmark."""
+    return subprocess.run([sys.executable, "-m", "mlperf_logging.compliance_checker",
+                           "--usage", "training", "--config", str(rules_path()), str(log)],
+                          cwd=workdir, capture_output=True, text=True, check=False)
+
+
+@pytest.mark.slow
+def test_event_log_passes_mlperf_compliance_checker(torchrun_run: Path, tmp_path: Path) -> None:
+    log = torchrun_run / "mllog.txt"
+    assert all(line.startswith(":::MLLOG ") for line in log.read_text().splitlines())
+    proc = mlperf_check(log, tmp_path)
+    assert proc.returncode == 0 and "SUCCESS" in proc.stdout + proc.stderr, \
+        proc.stdout + proc.stderr
+    keys = {e.key for e in read_event_log(torchrun_run)}
+    for key in ("submission_platform", "cache_clear", "init_start", "init_stop", "run_start",
+                "eval_start", "eval_stop", "eval_accuracy", "train_samples", "eval_samples",
+                "opt_name", "opt_base_learning_rate", "seed", "number_of_nodes",
+                "accelerators_per_node"):
+        assert key in keys, key
+    # the checker is not a formality: a log that lost its run_stop fails it
+    cut = tmp_path / "cut.txt"
+    cut.write_text("".join(line + "\n" for line in log.read_text().splitlines()
+                           if '"key": "run_stop"' not in line))
+    assert mlperf_check(cut, tmp_path).returncode != 0
 
 
 @pytest.mark.slow
@@ -216,14 +245,11 @@ def _rank_pid(token: str, rank: int) -> int | None:
 
 def _wait_for_epoch_start(run: Path, epoch: int, proc: subprocess.Popen, limit_s: float) -> None:
     deadline = time.monotonic() + limit_s
-    log = run / "mllog.jsonl"
     while time.monotonic() < deadline:
         assert proc.poll() is None, "training ended before it could be killed"
-        if log.exists():
-            for line in log.read_text().splitlines():
-                event = json.loads(line)
-                if event["key"] == "epoch_start" and event["metadata"]["epoch_num"] == epoch:
-                    return
+        if any(e.key == "epoch_start" and e.metadata["epoch_num"] == epoch
+               for e in read_event_log(run)):
+            return
         time.sleep(0.2)
     pytest.fail(f"epoch {epoch} did not start within {limit_s} s")
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 import zipfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -126,27 +128,33 @@ def test_dry_run_of_64_node_study_on_slurm_profile(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_local_profile_runs_the_whole_dag(tmp_path: Path) -> None:
-    """synth -> ingest -> extract -> train (the demo's geometry: 1 and 2 emulated nodes x 2
-    processes) -> report, through profiles/local."""
+    """synth -> ingest -> extract -> train (the demo's geometry: both engines, 1 and 2
+    emulated nodes x 2 processes) -> report, through profiles/local; then one point
+    reproduced from the report's bundle in a scrubbed environment, bit for bit."""
     config = write_config(tmp_path / "local.yaml", {"study": {"name": "local"}})
     proc = snakemake(tmp_path, "--profile", LOCAL_PROFILE, "--cores", "2",
                      configfiles=(TINY, config))
     assert proc.returncode == 0, output_of(proc)[-6000:]
     study_dir = tmp_path / "results" / "local"
     study = json.loads((study_dir / "study.json").read_text())
-    assert [p["name"] for p in study["points"]] == ["strong-n1-r0", "strong-n2-r0"]
-    for point, nodes in (("strong-n1-r0", 1), ("strong-n2-r0", 2)):
+    points = [f"{v}/strong-n{n}-r0" for v in ("deepspeed", "ddp") for n in (1, 2)]
+    assert [p["name"] for p in study["points"]] == points
+    for point in points:
+        nodes = int(point.split("-n")[1][0])
         run = json.loads((study_dir / "runs" / point / "run.json").read_text())
         world = run["world"]
         assert (world["world_size"], world["nodes"], world["gpus_per_node"]) == \
             (2 * nodes, nodes, 2)
         assert run["status"] == "ok" and run["config"]["tags"]["point"] == point
+        assert run["engine"]["name"] == point.split("/")[0]
+        assert run["runtime"]["threads"] == 1 and run["config"]["threads"] == 1
         epochs = pd.read_csv(study_dir / "runs" / point / "epochs.csv")
         assert epochs["epoch"].tolist() == [1]
         assert (epochs["world_size"].tolist(), epochs["nodes"].tolist()) == \
             ([2 * nodes], [nodes])
     runs = pd.read_csv(study_dir / "report" / "runs.csv")
-    assert list(runs["status"]) == ["ok", "ok"] and sorted(runs["world_size"]) == [2, 4]
+    assert list(runs["status"]) == ["ok"] * 4 and sorted(runs["world_size"]) == [2, 2, 4, 4]
+    assert sorted(set(runs["variant"])) == ["ddp", "deepspeed"]
     html = (study_dir / "report" / "index.html").read_text()
     assert "strong-n1-r0" in html and "strong-n2-r0" in html and "data:image/png" in html
     # nothing left to do; and Snakemake's own report bundles the outputs
@@ -156,9 +164,33 @@ def test_local_profile_runs_the_whole_dag(tmp_path: Path) -> None:
     rep = snakemake(tmp_path, "--report", bundle, configfiles=(TINY, config))
     assert rep.returncode == 0, output_of(rep)[-3000:]
     names = zipfile.ZipFile(bundle).namelist()
-    assert sum(n.endswith("epochs.csv") for n in names) >= 2  # one per point (3. Training)
+    assert sum(n.endswith("epochs.csv") for n in names) >= 4  # one per point (3. Training)
     assert any(n.endswith("study.json") for n in names)       # 2. Study
     assert any(n.endswith("stats.json") for n in names)       # 1. Data
     # 4. Report: benscale's report folder, its page and figures
     assert any(n.endswith("/index.html") and "/data/raw/" in n for n in names)
     assert any(n.endswith("/figures/epoch_time.png") for n in names)
+    reproduce_in_scrubbed_environment(tmp_path, study_dir)
+
+
+def reproduce_in_scrubbed_environment(workdir: Path, study_dir: Path) -> None:
+    """What a reviewer does in a plain shell: `env -i` with only PATH and HOME (none of the
+    thread variables Snakemake exported to the DAG's jobs). The metrics must agree bit for
+    bit; without the launcher on PATH the command says so."""
+    bundle, shards = study_dir / "report" / "bundle", workdir / "results" / "data" / "shards"
+    venv_bin = Path(sys.executable).parent
+    argv = [str(venv_bin / "benscale"), "reproduce", str(bundle), "--points",
+            "deepspeed/strong-n2-r0", "--data", str(shards)]
+    home = {"HOME": str(workdir)}
+    proc = subprocess.run(["env", "-i", f"PATH={venv_bin}:/usr/bin:/bin", *(
+        f"{k}={v}" for k, v in home.items()), *argv, "--out", str(workdir / "again")],
+                          capture_output=True, text=True, timeout=900, check=False)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # 1: a timing outside its factor
+    cmp = pd.read_csv(workdir / "again" / "comparison.csv")
+    metrics = cmp[cmp["kind"] == "metric"]
+    assert len(metrics) > 10 and metrics["agree"].all(), metrics[~metrics["agree"]].to_string()
+    missing = subprocess.run(["env", "-i", "PATH=/usr/bin:/bin", f"HOME={workdir}", *argv,
+                              "--out", str(workdir / "again2")],
+                             capture_output=True, text=True, timeout=300, check=False)
+    assert missing.returncode == 2
+    assert "mpiexec: not found on PATH" in missing.stderr and "--launcher" in missing.stderr

@@ -1,4 +1,10 @@
-"""Provenance: what a reviewer needs to know to re-run and compare a result."""
+"""Provenance: what a reviewer needs to know to re-run and compare a result.
+
+Versions of what an HPC result depends on (CUDA runtime, cuDNN, NCCL, the GPU driver, the
+MPI library), each host with its CPU and GPUs, and the full package set of the environment
+that ran (importlib.metadata, the equivalent of ``pip freeze``), which a report's bundle
+carries instead of the project's lock file.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +12,10 @@ import hashlib
 import json
 import os
 import platform
+import shutil
 import socket
 import subprocess
+import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
@@ -51,6 +59,52 @@ class MachineInfo:
 
 
 @dataclass(frozen=True)
+class AcceleratorStack:
+    """The GPU software a result depends on (all None on a machine without CUDA).
+
+    Attributes:
+        torch_cuda: the CUDA version torch was built with (``torch.version.cuda``).
+        cuda_runtime: the CUDA runtime torch loaded (``cudaRuntimeGetVersion``).
+        cudnn: cuDNN's version as torch reports it.
+        nccl: NCCL's version (``torch.cuda.nccl.version()``).
+        driver: the NVIDIA driver (``nvidia-smi``), where present.
+    """
+
+    torch_cuda: str | None = None
+    cuda_runtime: str | None = None
+    cudnn: str | None = None
+    nccl: str | None = None
+    driver: str | None = None
+
+
+@dataclass(frozen=True)
+class MpiLibrary:
+    """The MPI library mpi4py uses, and the launcher on PATH.
+
+    Attributes:
+        library_version: ``MPI.Get_library_version()`` (vendor and version), or None.
+        mpi4py_config: how mpi4py was built (``mpi4py.get_config()``).
+        mpiexec: the ``mpiexec`` found on PATH, or None.
+    """
+
+    library_version: str | None
+    mpi4py_config: dict[str, str]
+    mpiexec: str | None
+
+
+@dataclass(frozen=True)
+class HostInfo:
+    """One host of a run, as its ranks saw it: its CPU and the GPUs visible to it."""
+
+    hostname: str
+    cpu_model: str
+    cpu_count: int | None
+    gpus: tuple[str, ...]
+    gpu_count: int
+    driver: str | None
+
+
+@dataclass(frozen=True)
 class Provenance:
     """What a reviewer needs to know to re-run and compare a result (run.json
     ``provenance``)."""
@@ -64,6 +118,11 @@ class Provenance:
     seeds: dict[str, int] = field(default_factory=dict)
     hosts: tuple[str, ...] = ()
     slurm_job_id: str | None = None
+    accelerators: AcceleratorStack = field(default_factory=AcceleratorStack)
+    mpi: MpiLibrary | None = None
+    host_details: tuple[HostInfo, ...] = ()
+    python: str = ""
+    environment: dict[str, str] = field(default_factory=dict)
 
 
 def git_commit(start: str | Path | None = None) -> GitState:
@@ -139,8 +198,81 @@ def machine() -> MachineInfo:
                        gpus=gpu_models())
 
 
+def environment_packages() -> dict[str, str]:
+    """Every distribution installed in this environment, name -> version (sorted)."""
+    found = {}
+    for dist in metadata.distributions():
+        name = dist.metadata["Name"]
+        if name:
+            found.setdefault(name, dist.version)
+    return dict(sorted(found.items(), key=lambda kv: kv[0].lower()))
+
+
+def nvidia_driver() -> str | None:
+    """The NVIDIA driver version from ``nvidia-smi`` (None where there is none)."""
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return None
+    try:
+        out = subprocess.run([smi, "--query-gpu=driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=30, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.splitlines()[0].strip() if out.strip() else None
+
+
+def accelerator_stack() -> AcceleratorStack:
+    """CUDA runtime, cuDNN, NCCL and driver versions, where CUDA is present."""
+    try:
+        import torch
+    except ImportError:
+        return AcceleratorStack()
+    if not torch.cuda.is_available():
+        return AcceleratorStack(torch_cuda=torch.version.cuda)
+    runtime = torch.cuda.cudart().cudaRuntimeGetVersion() if hasattr(
+        torch.cuda, "cudart") else None
+    nccl = torch.cuda.nccl.version()
+    return AcceleratorStack(
+        torch_cuda=torch.version.cuda,
+        cuda_runtime=f"{runtime // 1000}.{runtime % 1000 // 10}" if isinstance(runtime, int)
+        else None,
+        cudnn=str(torch.backends.cudnn.version()),
+        nccl=".".join(map(str, nccl)) if isinstance(nccl, tuple) else str(nccl),
+        driver=nvidia_driver())
+
+
+def mpi_library() -> MpiLibrary | None:
+    """The MPI library behind mpi4py, asked without initialising MPI when it is not yet
+    (MPI allows ``MPI_Get_library_version`` before ``MPI_Init``); None without mpi4py."""
+    try:
+        import mpi4py
+    except ImportError:
+        return None
+    config = {k: str(v) for k, v in mpi4py.get_config().items()}
+    version = None
+    try:
+        if "mpi4py.MPI" not in sys.modules:
+            mpi4py.rc.initialize = False
+            mpi4py.rc.finalize = False
+        from mpi4py import MPI
+
+        version = MPI.Get_library_version().strip()
+    except (ImportError, RuntimeError, OSError):
+        version = None
+    return MpiLibrary(version, config, shutil.which("mpiexec"))
+
+
+def host_info() -> HostInfo:
+    """This host as a rank sees it (gathered from every rank into run.json)."""
+    gpus = gpu_models()
+    return HostInfo(hostname=os.environ.get("SLURMD_NODENAME") or socket.gethostname(),
+                    cpu_model=cpu_model(), cpu_count=os.cpu_count(), gpus=gpus,
+                    gpu_count=len(gpus), driver=nvidia_driver() if gpus else None)
+
+
 def collect(config: Any | None = None, seeds: dict[str, int] | None = None,
-            hosts: tuple[str, ...] = ()) -> Provenance:
+            hosts: tuple[str, ...] = (),
+            host_details: tuple[HostInfo, ...] = ()) -> Provenance:
     """Everything above in one record, stamped with the current UTC time."""
     slurm = slurm_environment()
     return Provenance(date_utc=datetime.now(UTC).isoformat(timespec="seconds"),
@@ -148,4 +280,7 @@ def collect(config: Any | None = None, seeds: dict[str, int] | None = None,
                       slurm=slurm,
                       config_hash=config_hash(config) if config is not None else None,
                       seeds=dict(seeds or {}), hosts=tuple(hosts),
-                      slurm_job_id=slurm.get("SLURM_JOB_ID"))
+                      slurm_job_id=slurm.get("SLURM_JOB_ID"),
+                      accelerators=accelerator_stack(), mpi=mpi_library(),
+                      host_details=host_details, python=sys.version.split()[0],
+                      environment=environment_packages())

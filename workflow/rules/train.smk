@@ -16,7 +16,7 @@ rule train:
             subcategory="{variant}: {mode} scaling",
             labels={"point": POINT, "file": "epochs.csv"},
         ),
-        mllog=f"{RESULTS}/runs/{POINT}/mllog.jsonl",
+        mllog=f"{RESULTS}/runs/{POINT}/mllog.txt",
     log:
         f"{RESULTS}/logs/train/{POINT}.log",
     benchmark:

@@ -12,8 +12,9 @@ from __future__ import annotations
 BUNDLE_DIR = "bundle"
 #: The resolved study configuration, readable.
 CONFIG_YAML = "config.yaml"
-#: The exact package pins of the install, when found.
-LOCK_FILE = "requirements.lock"
+#: The package set of the environment the runs ran in (``name==version`` lines, as pip
+#: freeze writes them), from their run.json: what to install to re-run them.
+ENVIRONMENT_FILE = "environment.txt"
 #: Package versions recorded by the runs.
 PACKAGES_JSON = "packages.json"
 #: The machine: the study's record and each run's host description.

@@ -25,7 +25,7 @@ from benscale.typed import from_mapping, to_mapping
 RUN_JSON = "run.json"
 EPOCHS_CSV = "epochs.csv"
 PER_CLASS_AP_CSV = "per_class_ap.csv"
-EVENT_LOG = "mllog.jsonl"
+EVENT_LOG = "mllog.txt"
 #: The resolved engine configuration, per engine.
 ENGINE_CONFIGS: dict[str, str] = {"deepspeed": "ds_config.json", "ddp": "ddp_config.json"}
 CHECKPOINTS = "checkpoints"
@@ -143,6 +143,50 @@ def truncate_after(run_dir: Path, last_epoch: int) -> None:
             write_rows(run_dir / name, columns, [r for r in rows if int(r["epoch"]) <= last_epoch])
 
 
+# --------------------------------------------------------------------------- event log
+#: The prefix mlperf-logging writes before each event's JSON.
+MLLOG_PREFIX = ":::MLLOG "
+
+
+@dataclass(frozen=True)
+class Event:
+    """One line of the MLPerf event log."""
+
+    key: str
+    value: Any
+    time_ms: float
+    event_type: str
+    metadata: dict[str, Any]
+
+
+def read_event_log(run_dir: Path) -> list[Event]:
+    """The events of ``run_dir/mllog.txt`` in mlperf-logging's line format (other lines,
+    e.g. a cut last line, are skipped, as MLPerf's own parser does)."""
+    path = run_dir / EVENT_LOG
+    if not path.is_file():
+        return []
+    events = []
+    for line in path.read_text().splitlines():
+        if not line.startswith(MLLOG_PREFIX):
+            continue
+        try:
+            doc = json.loads(line[len(MLLOG_PREFIX):])
+        except json.JSONDecodeError:
+            continue
+        events.append(Event(doc["key"], doc.get("value"), float(doc["time_ms"]),
+                            doc.get("event_type", ""), doc.get("metadata") or {}))
+    return events
+
+
+def time_to_train_s(events: list[Event]) -> float | None:
+    """MLPerf's time to train: from ``run_start`` to a successful ``run_stop`` (None when
+    the log has no such pair)."""
+    start = next((e.time_ms for e in events if e.key == "run_start"), None)
+    stop = next((e.time_ms for e in events if e.key == "run_stop"
+                 and e.metadata.get("status") == "success"), None)
+    return (stop - start) / 1e3 if start is not None and stop is not None else None
+
+
 # --------------------------------------------------------------------------- run.json
 @dataclass(frozen=True)
 class WorldRecord:
@@ -215,6 +259,35 @@ class TimingRecord:
 
 
 @dataclass(frozen=True)
+class RuntimeRecord:
+    """run.json ``runtime``: the threads and library settings the run set from its config,
+    and what the libraries report afterwards (benscale.train.runtime).
+
+    Attributes:
+        threads: intra-op threads per rank, as resolved (``threads: null`` -> the cores
+            this process may run on divided by the ranks on its host).
+        interop_threads: torch inter-op threads.
+        torch_threads: ``torch.get_num_threads()`` after setting.
+        threadpools: every BLAS/OpenMP pool of the process (threadpoolctl), after setting.
+        environment: the thread variables as the run left them for its children.
+        deterministic: ``torch.use_deterministic_algorithms``.
+        matmul_precision: ``torch.get_float32_matmul_precision()``.
+        cudnn: cuDNN's benchmark/deterministic flags and version (None without CUDA).
+        parallel_info: ``torch.__config__.parallel_info()`` (ATen, OpenMP, MKL, oneDNN).
+    """
+
+    threads: int
+    interop_threads: int
+    torch_threads: int
+    threadpools: list[dict[str, Any]]
+    environment: dict[str, str]
+    deterministic: bool
+    matmul_precision: str
+    cudnn: dict[str, Any] | None
+    parallel_info: str
+
+
+@dataclass(frozen=True)
 class RunSettings:
     """The settings of a run that the report and the performance model read (a typed view
     of the recorded ``config``)."""
@@ -244,6 +317,7 @@ class RunRecord:
         tags: free-form labels (the study's point, mode, ...).
         engine: the data-parallel engine and its resolved configuration.
         timing: how communication and the other phases were measured.
+        runtime: the threads and library settings the numbers depend on.
         consistency: checks across ranks (``param_sha256_by_rank``).
     """
 
@@ -257,6 +331,7 @@ class RunRecord:
     tags: dict[str, Any]
     engine: EngineRecord
     timing: TimingRecord
+    runtime: RuntimeRecord
     consistency: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -6,7 +6,7 @@ so it is itself a study that ``benscale report --study bundle/study.json`` reads
 
     study.json            the study document (resolved config, machine, points)
     config.yaml           the resolved study config, readable
-    requirements.lock     the exact package pins of the install (when found)
+    environment.txt       the package set the runs ran with (name==version, from run.json)
     packages.json         package versions recorded by the runs
     machine.json          the machine: study record + each run's host description
     runs/<point>/         run.json, epochs.csv, per_class_ap.csv, mllog.jsonl, ds_config.json
@@ -23,11 +23,10 @@ from typing import Any
 
 import yaml
 
-import benscale
 from benscale.atomic import atomic_path, write_json, write_text
 from benscale.files.bundle import (
     CONFIG_YAML,
-    LOCK_FILE,
+    ENVIRONMENT_FILE,
     MACHINE_JSON,
     MANIFEST_JSON,
     PACKAGES_JSON,
@@ -38,13 +37,13 @@ from benscale.report.load import StudyResults
 from benscale.typed import to_mapping
 
 
-def find_lock(study: StudyResults) -> Path | None:
-    """requirements.lock: beside the study, or at the root of the benscale checkout that
-    wrote it."""
-    here = study.base
-    candidates = [here / LOCK_FILE, here.parent.parent / LOCK_FILE,
-                  Path(benscale.__file__).resolve().parents[2] / LOCK_FILE]
-    return next((c for c in candidates if c.is_file()), None)
+def environment_lines(study: StudyResults) -> list[str]:
+    """``name==version`` of every package of the environment the study's runs recorded
+    (the first run that recorded one; runs of one study share their environment)."""
+    for rec in study.runs:
+        if rec.record and rec.record.provenance.environment:
+            return [f"{n}=={v}" for n, v in rec.record.provenance.environment.items()]
+    return []
 
 
 def _copy(src: Path, dst: Path) -> None:
@@ -64,11 +63,11 @@ def _sha256(path: Path) -> str:
 def write_bundle(study: StudyResults, out: Path) -> dict[str, Any]:
     """Write the bundle to ``out``; returns its manifest."""
     out.mkdir(parents=True, exist_ok=True)
-    lock = find_lock(study)
     study.doc.write(out / STUDY_JSON)
     write_text(out / CONFIG_YAML, yaml.safe_dump(study.doc.config.to_dict(), sort_keys=False))
-    if lock:
-        _copy(lock, out / LOCK_FILE)
+    environment = environment_lines(study)
+    if environment:
+        write_text(out / ENVIRONMENT_FILE, "\n".join(environment) + "\n")
     machines: dict[str, Any] = {"study": to_mapping(study.doc.machine), "runs": {}}
     packages: dict[str, str] = {}
     for rec in study.runs:
@@ -86,8 +85,7 @@ def write_bundle(study: StudyResults, out: Path) -> dict[str, Any]:
     write_json(out / MACHINE_JSON, machines)
     write_json(out / PACKAGES_JSON, packages or study.doc.machine.packages)
     files = sorted(p for p in out.rglob("*") if p.is_file() and p.name != MANIFEST_JSON)
-    manifest = {"study": study.name, "lock_found": lock is not None,
-                "lock_source": str(lock) if lock else None,
+    manifest = {"study": study.name, "environment_recorded": bool(environment),
                 "files": {str(p.relative_to(out)): _sha256(p) for p in files}}
     write_json(out / MANIFEST_JSON, manifest)
     return manifest

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from benscale.files.run import PARTS
+from benscale.files.run import PARTS, read_event_log, time_to_train_s
 from benscale.report.load import PointResult, StudyResults
 
 #: Metrics of run.json's ``test`` block copied to runs.csv as test_<name>.
@@ -151,6 +151,7 @@ def run_row(rec: PointResult, target: float | None) -> dict[str, Any]:
     for m in TEST_METRICS:
         row[f"test_{m}"] = getattr(test, m) if test else None
     row["test_checkpoint"] = test.checkpoint if test else None  # which weights they are of
+    row["time_to_train_s"] = time_to_train_s(read_event_log(rec.run_dir))
     row.update(provenance_columns(rec))
     row["run_dir"] = str(rec.run_dir)
     row["log"] = str(rec.log_path) if rec.log_path else None

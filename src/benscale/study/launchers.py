@@ -8,6 +8,7 @@ intra-op threads of a rank, for the workflow and for ``benscale reproduce`` alik
 from __future__ import annotations
 
 import shlex
+import shutil
 
 from benscale.errors import ConfigError
 from benscale.files.study import DebugSection, Point, StudyConfig
@@ -111,6 +112,18 @@ def fault_argv(point: Point, debug: DebugSection) -> list[str]:
     if point.name not in debug.kill_points:
         return []
     return ["timeout", "--signal=TERM", "--kill-after=10", f"{debug.kill_after_s:g}s"]
+
+
+def check_found(argv: list[str]) -> None:
+    """Fail, naming the program and the fix, when a launcher of ``argv`` is not on PATH
+    (rather than a subprocess's bare exit status 127)."""
+    for program in argv:
+        if program in (*LOCAL_LAUNCHERS, *CLUSTER_LAUNCHERS) and shutil.which(program) is None:
+            raise ConfigError(
+                f"{program}: not found on PATH; it starts the ranks of this study. Activate "
+                "the environment benscale is installed in (e.g. `source .venv/bin/activate`, "
+                "whose bin/ holds mpiexec and torchrun), load your site's MPI module, or pass "
+                "--launcher torchrun")
 
 
 def launch_command(point: Point, config: StudyConfig, launcher: str | None = None) -> str:

@@ -20,6 +20,7 @@ from typing import Any
 from benscale.errors import ConfigError
 from benscale.files.batches import MODES, BatchSplit
 from benscale.files.study import Point, StudyConfig, Variant
+from benscale.study.launchers import threads_per_rank
 
 #: Where a point's outputs go, relative to the study folder.
 RUN_DIR = "runs/{name}"
@@ -186,7 +187,8 @@ def train_overrides(point: Point, config: StudyConfig) -> list[str]:
     """The ``--set KEY=VALUE`` items of a point's ``benscale train`` (values as YAML).
 
     The train section, then the point's variant over it; exactly one of ``global_batch`` /
-    ``batch_per_gpu`` is non-null: the one the mode keeps fixed. The study's tags travel
+    ``batch_per_gpu`` is non-null: the one the mode keeps fixed. The rank's threads are
+    part of its config (the run sets them, not the environment). The study's tags travel
     into run.json.
     """
     variant = next(v for v in resolve_variants(config) if v.name == point.variant)
@@ -200,6 +202,7 @@ def train_overrides(point: Point, config: StudyConfig) -> list[str]:
         "grad_accumulation": variant.grad_accumulation,
         "global_batch": point.global_batch if fixed == "global_batch" else None,
         "batch_per_gpu": point.batch_per_gpu if fixed == "batch_per_gpu" else None,
+        "threads": threads_per_rank(config),
         **{str(k): v for k, v in variant.set.items()},
         "tags.study": config.study.name,
         "tags.point": point.name,

@@ -76,11 +76,13 @@ class Bundle:
         return cls(doc, path.resolve().parent)
 
     def recorded_config(self, point: Point) -> dict[str, Any] | None:
-        """The resolved train config recorded in the point's original run.json."""
+        """The resolved train config recorded in the point's original run.json, with the
+        threads the run resolved (``threads: null`` depends on the machine's cores)."""
         try:
-            return RunRecord.read(self.base / point.run_dir).config
+            record = RunRecord.read(self.base / point.run_dir)
         except DataError:
             return None
+        return {**record.config, "threads": record.runtime.threads}
 
 
 # --------------------------------------------------------------------------- running
@@ -112,6 +114,7 @@ def train_argv(bundle: Bundle, point: Point, data: Path, run_dir: Path,
     prefix = launchers.launcher_argv(kind, point.nodes, point.gpus_per_node,
                                      launchers.threads_per_rank(cfg, kind),
                                      cfg.slurm.gpu_request)
+    launchers.check_found(prefix)
     cmd = ["benscale", "train", "--data", str(data), "--out", str(run_dir)]
     if config_file is not None:
         cmd += ["--config", str(config_file)]

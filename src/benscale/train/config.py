@@ -255,6 +255,13 @@ def check_semantics(config: dict[str, Any], where: str) -> None:
         if config["precision"] == "bf16-deepspeed":
             raise ConfigError(f"{where}: precision bf16-deepspeed is DeepSpeed's bf16 mode; "
                               "with engine ddp use precision bf16 (autocast)")
+    if (config["optimizer"]["name"] == "lamb" and config["engine"] == "deepspeed"
+            and config["zero_stage"] > 0):
+        raise ConfigError(
+            f"{where}: optimizer lamb with zero_stage={config['zero_stage']}: DeepSpeed's ZeRO "
+            "hands a client optimizer one flat partition of the parameters per rank, so "
+            "LAMB's layer-wise trust ratio would be taken over partitions, not layers, and "
+            "would change with the world size; use zero_stage: 0, engine: ddp, or adamw")
     own = [k for k in DEEPSPEED_OWN_KEYS if k in config["deepspeed"]]
     if own:
         raise ConfigError(f"{where}: deepspeed.{own[0]}: benscale sets this from its own keys "

@@ -9,9 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import random
-import socket
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -35,11 +33,13 @@ from benscale.files.run import (
     EpochRow,
     HoldoutEvaluation,
     RunRecord,
+    RuntimeRecord,
     TimingRecord,
     WorldRecord,
 )
-from benscale.train import checkpoint, data, engine, eventlog, metrics
+from benscale.train import checkpoint, data, engine, eventlog, metrics, runtime
 from benscale.train.config import TrainConfig
+from benscale.train.runtime import RuntimeSettings
 from benscale.train.steps import (
     build_step_context,
     predict,
@@ -66,6 +66,8 @@ class Run:
     backend: str
     device: torch.device
     hosts: list[str]
+    runtime: RuntimeRecord
+    host_details: tuple[provenance.HostInfo, ...] = ()
 
     @property
     def is_main(self) -> bool:
@@ -85,17 +87,20 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def gather_hosts(world: World) -> tuple[World, list[str]]:
-    """Host names of all ranks; without BENSCALE_NODES, nodes = distinct hosts."""
-    hosts: list[Any] = [None] * world.world_size
-    # Slurm's node name: equal to the host name on a real cluster, and what tells the fake
-    # nodes of a single-host test cluster (tools/local-slurm) apart.
-    dist.all_gather_object(hosts, os.environ.get("SLURMD_NODENAME") or socket.gethostname())
+def gather_hosts(world: World) -> tuple[World, list[str], tuple[provenance.HostInfo, ...]]:
+    """Host names of all ranks, and each distinct host as its ranks see it; without
+    BENSCALE_NODES, nodes = distinct hosts."""
+    infos: list[Any] = [None] * world.world_size
+    # Slurm's node name (HostInfo.hostname): equal to the host name on a real cluster, and
+    # what tells the fake nodes of a single-host test cluster (tools/local-slurm) apart.
+    dist.all_gather_object(infos, provenance.host_info())
+    hosts = [info.hostname for info in infos]
     if not world.emulated_nodes:
         distinct = list(dict.fromkeys(hosts))
         world = replace(world, nodes=len(distinct), node_rank=distinct.index(hosts[world.rank]),
                         local_world_size=world.world_size // len(distinct))
-    return world, hosts
+    details = tuple({info.hostname: info for info in infos}.values())
+    return world, hosts, details
 
 
 def start(config: TrainConfig, data_dir: Path, run_dir: Path) -> Run:
@@ -103,12 +108,15 @@ def start(config: TrainConfig, data_dir: Path, run_dir: Path) -> Run:
     world = discover()
     batches = config.batches(world.world_size)
     data.check_data(data_dir, config.bands, config.num_classes)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     backend, device = engine.init_distributed(world, config.timeout_s)
-    world, hosts = gather_hosts(world)
+    world, hosts, details = gather_hosts(world)
+    settings = RuntimeSettings(config.threads, config.interop_threads, config.deterministic,
+                               config.matmul_precision, config.cudnn_benchmark)
+    record = runtime.apply(settings, ranks_on_host=hosts.count(hosts[world.rank]),
+                           cuda=device.type == "cuda")
     logging.getLogger("DeepSpeed").setLevel(logging.WARNING)
-    return Run(config, data_dir, run_dir, world, batches, backend, device, hosts)
+    return Run(config, data_dir, run_dir, world, batches, backend, device, hosts, record,
+               details)
 
 
 def world_record(run: Run) -> WorldRecord:
@@ -128,6 +136,12 @@ class Trainer:
         """Datasets, model, engine, and the run directory's static files."""
         self.run = run
         cfg = run.config
+        self.mllog = None
+        if run.is_main:  # initialisation starts now, for the event log
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            self.mllog = eventlog.open_log(run.run_dir / run_files.EVENT_LOG)
+            if checkpoint.latest_tag(run.ckpt_dir) is None:
+                eventlog.log_init_start(self.mllog)
         seed_everything(cfg.seed)
         self.train_set = self.dataset("train", augment=cfg.augment)
         self.val_set = self.dataset("validation")
@@ -143,7 +157,6 @@ class Trainer:
         self.lr = engine.peak_lr(cfg, b.global_batch)
         self.eval_batch = cfg.eval_batch_per_gpu or b.per_rank
         self.best = BestEpoch()
-        self.mllog = None
         self.consistency: dict[str, Any] = {}
 
     def dataset(self, split: str, augment: bool = False) -> data.PatchDataset:
@@ -161,14 +174,15 @@ class Trainer:
         cfg = self.run.config
         config = cfg.to_dict()
         prov = provenance.collect(config, seeds={"seed": cfg.seed},
-                                  hosts=tuple(sorted(set(self.run.hosts))))
+                                  hosts=tuple(sorted(set(self.run.hosts))),
+                                  host_details=self.run.host_details)
         b = self.run.batches
         RunRecord(
             config=config, world=world_record(self.run),
             batches=BatchRecord(b.global_batch, b.per_rank, b.grad_accumulation, self.steps),
             provenance=prov, status=status, test=test, best=self.best,
             tags=dict(cfg.tags), engine=self.engine, timing=self.timing,
-            consistency=self.consistency,
+            runtime=self.run.runtime, consistency=self.consistency,
         ).write(self.run.run_dir)
 
     def open_outputs(self, resumed_from: int) -> None:
@@ -181,13 +195,18 @@ class Trainer:
         write_json(run_dir / run_files.ENGINE_CONFIGS[self.engine.name], self.engine.config)
         self.write_run_json("running")
         run_files.truncate_after(run_dir, resumed_from)
-        self.mllog = eventlog.open_log(run_dir / run_files.EVENT_LOG)
-        self.mllog.start(key=eventlog.constants.RUN_START,
-                         metadata={"resumed_from_epoch": resumed_from})
-        eventlog.log_config(self.mllog, self.run.config, self.run.batches.global_batch,
-                            self.run.world.world_size,
-                            self.steps * self.run.batches.global_batch, len(self.val_set),
-                            self.lr)
+        world, b = self.run.world, self.run.batches
+        shape = eventlog.RunShape(
+            global_batch=b.global_batch, world_size=world.world_size, nodes=world.nodes,
+            accelerators_per_node=world.local_world_size,
+            train_samples=self.steps * b.global_batch, eval_samples=len(self.val_set),
+            peak_lr=self.lr, platform=platform_name(self.run))
+        eventlog.log_run_start(self.mllog, self.run.config, shape, resumed_from)
+
+    def event(self, log: Any, *args: Any) -> None:
+        """One event-log call on rank 0 (``log(mllogger, *args)``)."""
+        if self.run.is_main:
+            log(self.mllog, *args)
 
     # ----------------------------------------------------------------- phases
     def resume(self) -> int:
@@ -274,10 +293,6 @@ class Trainer:
         run_files.append_epoch(self.run.run_dir, row)
         run_files.append_class_ap(self.run.run_dir, epoch, self.val_set.shards.classes,
                                   list(ap))
-        self.mllog.event(key=eventlog.constants.EVAL_ACCURACY, value=val["map_macro"],
-                         metadata={"epoch_num": epoch, "map_micro": val["map_micro"]})
-        self.mllog.end(key=eventlog.constants.EPOCH_STOP,
-                       metadata={"epoch_num": epoch, "samples_per_s": row.samples_per_s})
 
     def fit(self) -> HoldoutEvaluation:
         """Resume, train the remaining epochs, test; returns the test result."""
@@ -285,15 +300,17 @@ class Trainer:
         self.open_outputs(done)
         cfg = self.run.config
         for epoch in range(done + 1, cfg.epochs + 1):
-            if self.run.is_main:
-                self.mllog.start(key=eventlog.constants.EPOCH_START,
-                                 metadata={"epoch_num": epoch})
+            self.event(eventlog.log_epoch_start, epoch)
             times, loss_sum, samples = self.train_epoch(epoch)
             loss_sum, total = sum_over_ranks([loss_sum, samples], self.run.device)
+            self.event(eventlog.log_epoch_stop, epoch, total / times.epoch_time_s
+                       if times.epoch_time_s else 0.0)
             sync_batchnorm_stats(self.ctx.engine.module)
+            self.event(eventlog.log_eval, epoch, 0.0, 0.0, True)
             t0 = time.perf_counter()
             val, ap = self.evaluate(self.val_set)
             eval_s = time.perf_counter() - t0
+            self.event(eventlog.log_eval, epoch, val["map_macro"], val["map_micro"], False)
             if self.best.val_map_macro is None or val["map_macro"] > self.best.val_map_macro:
                 self.best = BestEpoch(epoch, val["map_macro"])
             ckpt_s = self.save(epoch)
@@ -315,6 +332,15 @@ class Trainer:
                           n_patches=scores["n_patches"],
                           checkpoint=name or "final weights (checkpoints disabled)",
                           test_on=cfg.test_on)
+
+
+def platform_name(run: Run) -> str:
+    """``<nodes>x<accelerator>``: what the event log's ``submission_platform`` says."""
+    if run.device.type == "cuda":
+        accelerator = f"{run.world.local_world_size}x{torch.cuda.get_device_name(run.device)}"
+    else:
+        accelerator = f"{run.world.local_world_size} CPU rank(s) on {provenance.cpu_model()}"
+    return f"{run.world.nodes}x({accelerator})"
 
 
 def parameter_digests(model: torch.nn.Module) -> list[str]:
@@ -342,11 +368,12 @@ def train(config: TrainConfig, data_dir: Path, run_dir: Path) -> HoldoutEvaluati
     except BaseException:
         if run.is_main:
             trainer.write_run_json("failed")
+            eventlog.log_run_stop(trainer.mllog, False, None)
+            eventlog.close_log(trainer.mllog)
         raise
     if run.is_main:
         trainer.write_run_json("ok", test)
-        trainer.mllog.end(key=eventlog.constants.RUN_STOP,
-                          metadata={"status": "success", "test_map_macro": test.map_macro})
+        eventlog.log_run_stop(trainer.mllog, True, test.map_macro)
         eventlog.close_log(trainer.mllog)
     dist.barrier()
     dist.destroy_process_group()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,14 +29,22 @@ class Lamb(torch.optim.Optimizer):
     """LAMB (You et al. 2020): Adam moments with a layer-wise trust ratio ||w|| / ||update||.
 
     Plain torch (no fused kernel) so it runs the same on CPU and GPU; bias-corrected moments
-    and decoupled weight decay as in the paper's Algorithm 2.
+    and weight decay added to the update before the trust ratio, as in the paper's
+    Algorithm 2 and in timm's ``Lamb`` (tests/test_optim.py compares the two). Per
+    parameter group, ``adapt`` switches the trust ratio: :func:`lamb_groups` leaves it and
+    the weight decay out for BatchNorm parameters and biases, as timm's and NVIDIA's LAMB
+    recipes do (a norm of a bias vector says nothing about a layer's scale).
+
+    Not for DeepSpeed's ZeRO stages 1 and 2, which hand a client optimizer one flat
+    partition of the parameters per rank: the "layer" of the trust ratio would then be a
+    partition whose extent depends on the world size (the config refuses it).
     """
 
-    def __init__(self, params: Iterable[nn.Parameter], lr: float, betas: tuple[float, float],
-                 eps: float, weight_decay: float) -> None:
-        """See torch.optim.AdamW for the arguments."""
+    def __init__(self, params: Iterable[Any], lr: float, betas: tuple[float, float],
+                 eps: float, weight_decay: float, adapt: bool = True) -> None:
+        """See torch.optim.AdamW for the arguments; ``adapt``: the trust ratio."""
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps,
-                                  "weight_decay": weight_decay})
+                                  "weight_decay": weight_decay, "adapt": adapt})
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:
@@ -53,16 +62,31 @@ class Lamb(torch.optim.Optimizer):
                     state["exp_avg_sq"] = torch.zeros_like(p)
                 state["step"] += 1
                 m, v = state["exp_avg"], state["exp_avg_sq"]
-                m.mul_(beta1).add_(p.grad, alpha=1 - beta1)
+                m.lerp_(p.grad, 1 - beta1)
                 v.mul_(beta2).addcmul_(p.grad, p.grad, value=1 - beta2)
-                m_hat = m / (1 - beta1 ** state["step"])
-                v_hat = v / (1 - beta2 ** state["step"])
-                update = m_hat / (v_hat.sqrt() + group["eps"]) + group["weight_decay"] * p
-                w_norm, u_norm = p.norm(), update.norm()
-                trust = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm,
-                                    torch.ones_like(w_norm))
-                p.add_(update * trust, alpha=-group["lr"])
+                denom = (v.sqrt() / math.sqrt(1 - beta2 ** state["step"])).add_(group["eps"])
+                update = (m / (1 - beta1 ** state["step"])).div_(denom)
+                if group["weight_decay"]:
+                    update.add_(p, alpha=group["weight_decay"])
+                if group["adapt"]:
+                    w_norm, u_norm = p.norm(), update.norm()
+                    one = torch.ones_like(w_norm)
+                    update.mul_(torch.where(w_norm > 0, torch.where(u_norm > 0,
+                                                                    w_norm / u_norm, one), one))
+                p.add_(update, alpha=-group["lr"])
         return loss
+
+
+def lamb_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Parameter groups for LAMB: weights of convolutions and linear layers with weight
+    decay and the trust ratio; BatchNorm parameters and biases (one-dimensional) without
+    either."""
+    decay, plain = [], []
+    for param in model.parameters():
+        if param.requires_grad:
+            (decay if param.ndim > 1 else plain).append(param)
+    return [{"params": decay, "weight_decay": weight_decay, "adapt": True},
+            {"params": plain, "weight_decay": 0.0, "adapt": False}]
 
 
 def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.Optimizer:
@@ -76,7 +100,8 @@ def build_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.o
     if opt.name == "adamw":
         return torch.optim.AdamW(params, lr=lr, betas=betas, eps=opt.eps,
                                  weight_decay=opt.weight_decay)
-    return Lamb(params, lr=lr, betas=betas, eps=opt.eps, weight_decay=opt.weight_decay)
+    return Lamb(lamb_groups(model, opt.weight_decay), lr=lr, betas=betas, eps=opt.eps,
+                weight_decay=opt.weight_decay)
 
 
 def lr_factor(config: TrainConfig, steps_per_epoch: int) -> Callable[[int], float]:

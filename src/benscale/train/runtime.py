@@ -19,10 +19,11 @@ from __future__ import annotations
 import contextlib
 import os
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
+
+from benscale.files.run import RuntimeRecord
 
 #: Variables thread-pool libraries read at start-up; set for child processes (loader
 #: workers) so that they follow the run's setting too.
@@ -42,34 +43,6 @@ class RuntimeSettings:
     deterministic: bool
     matmul_precision: str
     cudnn_benchmark: bool
-
-
-@dataclass(frozen=True)
-class RuntimeRecord:
-    """run.json ``runtime``: what the run set, and what the libraries report afterwards.
-
-    Attributes:
-        threads: intra-op threads per rank, as resolved (``threads: null`` -> the cores
-            this process may run on divided by the ranks on its host).
-        interop_threads: torch inter-op threads.
-        torch_threads: ``torch.get_num_threads()`` after setting.
-        threadpools: every BLAS/OpenMP pool of the process (threadpoolctl), after setting.
-        environment: the thread variables as the run left them for its children.
-        deterministic: ``torch.use_deterministic_algorithms``.
-        matmul_precision: ``torch.get_float32_matmul_precision()``.
-        cudnn: cuDNN's benchmark/deterministic flags and version (None without CUDA).
-        parallel_info: ``torch.__config__.parallel_info()`` (ATen, OpenMP, MKL, oneDNN).
-    """
-
-    threads: int
-    interop_threads: int
-    torch_threads: int
-    threadpools: list[dict[str, Any]]
-    environment: dict[str, str]
-    deterministic: bool
-    matmul_precision: str
-    cudnn: dict[str, Any] | None
-    parallel_info: str
 
 
 def default_threads(ranks_on_host: int) -> int:

@@ -206,6 +206,31 @@ def from_mpi(comm: Any) -> World:
                  distinct.index(hosts[rank]), master[0], master[1], "mpi")
 
 
+def check_mpi_world(world: World, env: Mapping[str, str]) -> None:
+    """Refuse an MPI world whose size disagrees with what the launcher says it started.
+
+    An mpi4py built against one MPI (e.g. the pip ``mpich`` wheel) and started by another
+    MPI's ``mpirun`` (a site's Open MPI) does not see its peers: every process is rank 0
+    of a world of 1, and N processes would write one run directory. The launcher's own
+    variables give the size it started.
+
+    Raises:
+        ConfigError: naming both sizes and the likely cause.
+    """
+    for key in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "MV2_COMM_WORLD_SIZE",
+                "SLURM_STEP_NUM_TASKS"):
+        raw = env.get(key, "")
+        if raw.isdigit() and int(raw) != world.world_size:
+            raise ConfigError(
+                f"mpi4py sees a world of {world.world_size} process(es), but the launcher "
+                f"started {raw} ({key}={raw}): mpi4py is most likely built against another "
+                "MPI than the mpiexec/mpirun that started it (e.g. the pip mpich wheel under "
+                "a site's Open MPI). Start with the MPI mpi4py uses (`python -c \"from "
+                "mpi4py import MPI; print(MPI.Get_library_version())\"`), or install mpi4py "
+                "against the site's MPI (`pip install --no-binary mpi4py mpi4py` with its "
+                "mpicc on PATH; docs/training.md, \"MPI\")")
+
+
 def single() -> World:
     """World of a plain ``benscale train`` without a launcher."""
     return World(0, 1, 0, 1, 1, 0, "127.0.0.1", free_port(), "single")
@@ -286,6 +311,7 @@ def discover(env: Mapping[str, str] | None = None, mpi_comm: Any = None) -> Worl
             from mpi4py import MPI
             mpi_comm = MPI.COMM_WORLD
         world = from_mpi(mpi_comm)
+        check_mpi_world(world, env)
     else:
         world = single()
     return emulate_nodes(world, env)
