@@ -4,6 +4,7 @@ Examples:
     python -m bench all                     # every benchmark, main_job last (~15 min)
     python -m bench all --skip main_job     # everything but the expensive `make demo`
     python -m bench extract --quick         # one benchmark at smoke sizes (seconds)
+    python -m bench gpu                     # the GPU acceptance run (not part of `all`)
 
 Writes ``results/bench/<date>-<host>.json`` (``-quick`` suffix in smoke mode) and, for
 full runs, replaces the benchmark's generated section in docs/benchmarks.md.
@@ -24,6 +25,7 @@ from bench.common import (
     DOCS_PATH,
     RESULTS_DIR,
     Context,
+    UnavailableError,
     benchmark_record,
     run_record,
     save_results,
@@ -32,18 +34,20 @@ from bench.common import (
 
 #: Benchmarks in the order ``all`` runs them; main_job (minutes) last.
 BENCHMARKS: tuple[str, ...] = ("index_build", "extract", "loader", "train_step", "main_job")
-
-
-class UnavailableError(RuntimeError):
-    """A benchmark cannot run here (a part of benscale it measures is missing)."""
+#: Benchmarks that need hardware this machine may lack; never part of ``all``.
+HARDWARE_BENCHMARKS: tuple[str, ...] = ("gpu",)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line arguments."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
-    parser.add_argument("name", choices=("all", *BENCHMARKS), help="benchmark to run")
+    parser.add_argument("name", choices=("all", *BENCHMARKS, *HARDWARE_BENCHMARKS),
+                        help="benchmark to run")
     parser.add_argument("--quick", action="store_true",
                         help="smoke mode: tiny sizes, 2 repeats, whole suite < 60 s")
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda",
+                        help="gpu benchmark: cuda (default), or cpu to smoke-test its plumbing "
+                             "(its figures are then no GPU measurement and go to no docs)")
     parser.add_argument("--skip", action="append", default=[], choices=BENCHMARKS,
                         help="leave a benchmark out of `all` (repeatable)")
     parser.add_argument("--repeats", type=int, default=None,
@@ -92,14 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work or (CACHE_DIR / "quick" if args.quick else CACHE_DIR)
     work.mkdir(parents=True, exist_ok=True)
     ctx = Context(quick=args.quick, repeats=args.repeats or (2 if args.quick else 5),
-                  work=work.resolve(), warmup=0 if args.quick else 1)
+                  work=work.resolve(), warmup=0 if args.quick else 1, device=args.device,
+                  out_dir=args.out)
+    args.out.mkdir(parents=True, exist_ok=True)
     record = run_record(args.quick)
     record["repeats"] = ctx.repeats
     for name in names:
         record["benchmarks"][name] = run_one(name, ctx)
         # Saved after each benchmark: a crash later keeps what was measured.
         path = save_results(args.out, record, None if args.name == "all" else args.name)
-    docs = args.docs or (None if args.quick else DOCS_PATH)
+    smoke = args.name in HARDWARE_BENCHMARKS and args.device == "cpu"
+    docs = args.docs or (None if args.quick or smoke else DOCS_PATH)
     if docs is not None:
         update_docs(docs, record)
     print(f"[bench] results: {path}" + (f", table: {docs}" if docs else ""), file=sys.stderr)

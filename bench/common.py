@@ -42,6 +42,10 @@ CACHE_DIR = RESULTS_DIR / "cache"
 BENCH_PACKAGES: tuple[str, ...] = ("torchgeo", "h5py", "GDAL")
 
 
+class UnavailableError(RuntimeError):
+    """A benchmark cannot run here (a part of benscale it measures, or a GPU, is missing)."""
+
+
 @dataclass(frozen=True)
 class Context:
     """What a benchmark run was asked to do, shared by every benchmark module."""
@@ -50,6 +54,10 @@ class Context:
     repeats: int
     work: Path
     warmup: int
+    #: ``cuda`` for the GPU run; ``cpu`` smoke-tests it (never a GPU measurement).
+    device: str = "cuda"
+    #: Where results (and the GPU run's system file) go.
+    out_dir: Path = Path("results/bench")
 
     def size(self, quick: int, full: int) -> int:
         """A problem size: tiny in --quick smoke mode, realistic otherwise."""

@@ -15,13 +15,17 @@ from benscale.files.shards import BandStats
 from benscale.train.data import (
     ORIENTATIONS,
     DatasetOptions,
+    Normalisation,
     PatchDataset,
+    device_batches,
     eval_batches,
     loader,
     orient_batch,
     orientations,
     train_batches,
 )
+
+CPU = torch.device("cpu")
 
 
 def dataset(shards: Path, split: str, bands: tuple[str, ...] = BAND_NAMES, seed: int = 0,
@@ -47,18 +51,77 @@ def _normalised(raw: np.ndarray, shards: Path, bands: tuple[str, ...]) -> np.nda
 
 
 @pytest.mark.parametrize("bands", ["s2-12", "s2-10"])
-def test_items_are_normalised_patches_and_labels(tiny_shards: Path, bands: str) -> None:
+def test_items_are_stored_patches_normalised_on_the_device(tiny_shards: Path,
+                                                           bands: str) -> None:
     names = BAND_SETS[bands]
     refl, labels = _split_arrays(tiny_shards, "train")
     wanted = refl[:, [BAND_NAMES.index(b) for b in names]]
     data = dataset(tiny_shards, "train", names, seed=3, augment=True)
     x, y, index, codes = data.__getitems__([5, 0, 17])
-    assert x.dtype == torch.float32 and x.shape == (3, len(names), 120, 120)
-    np.testing.assert_allclose(x.numpy(), _normalised(wanted[[5, 0, 17]], tiny_shards, names),
+    assert x.dtype == torch.uint16 and x.shape == (3, len(names), 120, 120)
+    np.testing.assert_array_equal(x.numpy(), wanted[[5, 0, 17]])  # as stored
+    normalised = Normalisation.of(tiny_shards, names, CPU)(x)
+    assert normalised.dtype == torch.float32
+    np.testing.assert_allclose(normalised.numpy(),
+                               _normalised(wanted[[5, 0, 17]], tiny_shards, names),
                                rtol=0, atol=2e-5)
     np.testing.assert_array_equal(y.numpy(), labels[[5, 0, 17]].astype(np.float32))
     assert index.tolist() == [5, 0, 17]
     np.testing.assert_array_equal(codes.numpy(), orientations(3, 0, len(data))[[5, 0, 17]])
+
+
+def test_device_normalisation_is_bit_identical_to_the_host_one(tiny_shards: Path) -> None:
+    """The host-side normalisation this replaced (NumPy, per sample, in the loader) and the
+    device-side one (torch, per batch) give the same bits: same float32 operations in the
+    same order, multiply then add, no fused multiply-add."""
+    data = dataset(tiny_shards, "train")
+    x = data.__getitems__(list(range(16)))[0]
+    mean, std = BandStats.read(tiny_shards).normalisation(BAND_NAMES)
+    scale, shift = (1.0 / std).astype(np.float32), (-mean / std).astype(np.float32)
+    host = np.empty(x.shape, dtype=np.float32)
+    for j, sample in enumerate(x.numpy()):
+        np.copyto(host[j], sample, casting="unsafe")
+        host[j] *= scale
+        host[j] += shift
+    device = Normalisation.of(tiny_shards, BAND_NAMES, CPU)(x)
+    assert np.array_equal(device.numpy(), host)
+
+
+def test_zlib_shards_through_worker_processes(tmp_path: Path, tiny_shards: Path) -> None:
+    """Compressed shards go through DataLoader worker processes (netCDF4 is not thread
+    safe): the uint16 batches arrive through shared memory unchanged."""
+    from conftest import run_cli
+
+    index = tiny_shards.parent / "index" / "index.parquet"
+    zlib = tmp_path / "zlib"
+    run_cli("extract", index, "--out", zlib, "--shard-size", 64, "--compression", "zlib")
+    plain, packed = dataset(tiny_shards, "train"), dataset(zlib, "train")
+    assert not packed.shards.memory_mapped
+    order = train_batches(len(packed), BatchSplit(8, 8, 1), rank=0, world_size=1, seed=0,
+                          epoch=1, limit=3)
+    via_workers = list(loader(packed, order, workers=2, pin_memory=False))
+    assert len(via_workers) == 3
+    for got, batch in zip(via_workers, order, strict=True):
+        want = plain.__getitems__(batch)
+        assert got[0].dtype == torch.uint16 and torch.equal(got[0], want[0])
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(),
+                    reason="no CUDA device: the pinned-memory, non-blocking copy path runs "
+                           "only where CUDA is (the GPU acceptance run exercises it)")
+def test_pinned_batches_reach_the_gpu_ahead_and_equal(tiny_shards: Path) -> None:
+    device = torch.device("cuda", 0)
+    data = dataset(tiny_shards, "train")
+    order = train_batches(len(data), BatchSplit(8, 8, 1), rank=0, world_size=1, seed=0,
+                          epoch=1, limit=3)
+    host = [data.__getitems__(b) for b in order]
+    norm = Normalisation.of(tiny_shards, BAND_NAMES, device)
+    for got, want in zip(device_batches(loader(data, order, workers=2, pin_memory=True),
+                                        device), host, strict=True):
+        assert got[0].is_cuda and got[0].dtype == torch.uint16
+        assert torch.equal(got[0].cpu(), want[0])
+        cpu_norm = Normalisation.of(tiny_shards, BAND_NAMES, CPU)(want[0])
+        torch.testing.assert_close(norm(got[0]).cpu(), cpu_norm, rtol=0, atol=1e-6)
 
 
 def test_worker_batches_equal_in_process_batches(tiny_shards: Path) -> None:

@@ -138,3 +138,25 @@ def test_ddp_hook_meter_times_buckets_and_changes_nothing(tmp_path: Path) -> Non
     out = tmp_path / "ok"
     mp.spawn(_ddp_worker, args=(free_port(), str(out)), nprocs=2, join=True)
     assert out.read_text() == "ok"
+
+
+def _channels_last_worker(rank: int, port: int, out: str) -> None:
+    import deepspeed
+
+    init_distributed(World(0, 1, 0, 1, 1, 0, "127.0.0.1", port, "test"), 120)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3)).to(memory_format=torch.channels_last)
+    try:
+        deepspeed.initialize(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                             config={"train_batch_size": 1, "steps_per_print": 10**9},
+                             dist_init_required=False)
+    except RuntimeError as exc:
+        Path(out).write_text(str(exc))
+
+
+def test_deepspeed_cannot_take_a_channels_last_model(tmp_path: Path) -> None:
+    """Why the config refuses channels_last with engine deepspeed: DeepSpeed's engine
+    views each parameter as bytes to broadcast it. If a DeepSpeed release lifts this, the
+    test fails and the refusal can go."""
+    out = tmp_path / "error"
+    mp.spawn(_channels_last_worker, args=(free_port(), str(out)), nprocs=1, join=True)
+    assert "must be 1 to view Float as Byte" in out.read_text()

@@ -244,10 +244,12 @@ def check_semantics(config: dict[str, Any], where: str) -> None:
         raise ConfigError(f"{where}: set exactly one of global_batch (strong scaling) and "
                           f"batch_per_gpu (weak scaling); got global_batch="
                           f"{config['global_batch']}, batch_per_gpu={config['batch_per_gpu']}")
-    if config["precision"] == "bf16-deepspeed" and config["channels_last"]:
-        raise ConfigError(f"{where}: channels_last with precision bf16-deepspeed fails inside "
-                          "DeepSpeed (it views bf16 weights as bytes); set channels_last: "
-                          "false, or use precision bf16 (autocast)")
+    if config["engine"] == "deepspeed" and config["channels_last"]:
+        raise ConfigError(f"{where}: channels_last with engine deepspeed fails inside "
+                          "DeepSpeed, whose engine views every parameter as bytes to "
+                          "broadcast it, which a channels_last weight (not contiguous in "
+                          "its last dimension) cannot be; set channels_last: false, or use "
+                          "engine: ddp")
     if config["engine"] == "ddp":
         if config["zero_stage"] != 0:
             raise ConfigError(f"{where}: zero_stage={config['zero_stage']} with engine ddp: "

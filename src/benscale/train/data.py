@@ -1,4 +1,12 @@
-"""Training data: shards -> normalised tensors, and which rank reads which patch when.
+"""Training data: shards -> batches as stored, normalised on the training device, and which
+rank reads which patch when.
+
+The loader delivers uint16 reflectance as the shards store it (pinned host memory when
+CUDA is there); :class:`Normalisation` converts and normalises a batch on the training
+device, and :func:`orient_batch` applies its flips and rotations there: the work DALI and
+FFCV move off the host. One ``Normalisation`` serves training, evaluation and the
+benchmarks; :func:`device_batches` copies the next batch to a GPU while the current one
+trains.
 
 Order and augmentation are pure functions of (seed, epoch, index), so that every rank
 agrees on the global batches without talking, a resumed run replays exactly the batches
@@ -100,27 +108,51 @@ class DatasetOptions:
     augment: bool
 
 
-class PatchDataset(Dataset):
-    """Normalised patches of one split, batch by batch, with their augmentation draw.
+class Normalisation:
+    """``(x - mean) / std`` per band with the train split's statistics, where the batch is.
 
-    An item is ``(float32 (C,120,120), float32 (classes,), index, orientation code)``.
+    In float32 as an in-place multiply by ``1/std`` and add of ``-mean/std`` (two
+    roundings, no fused multiply-add): the same operations, in the same order, as the
+    host-side normalisation this replaced, so CPU results are bit-identical to it
+    (tests/test_train_data.py).
+    """
+
+    def __init__(self, mean: np.ndarray, std: np.ndarray, device: torch.device) -> None:
+        """``mean``, ``std``: float32 arrays of shape (C, 1, 1) (BandStats.normalisation)."""
+        self.device = device
+        self.scale = torch.from_numpy((1.0 / std).astype(np.float32)).to(device)
+        self.shift = torch.from_numpy((-mean / std).astype(np.float32)).to(device)
+
+    @classmethod
+    def of(cls, root: Path, bands: Sequence[str], device: torch.device) -> Normalisation:
+        """The normalisation of ``bands`` from ``root/stats.json``."""
+        mean, std = BandStats.read(root).normalisation(tuple(bands), root / STATS_NAME)
+        return cls(mean, std, device)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """A uint16 batch (B, C, H, W), anywhere, as normalised float32 on the device."""
+        x = x.to(self.device, non_blocking=True).to(torch.float32)
+        return x.mul_(self.scale).add_(self.shift)
+
+
+class PatchDataset(Dataset):
+    """Patches of one split as stored (uint16), batch by batch, with their augmentation draw.
+
+    An item is ``(uint16 (C,120,120), float32 (classes,), index, orientation code)``.
     Built for throughput (docs/benchmarks.md, "Loader"): the DataLoader asks for a whole
-    batch at once (``__getitems__``); each patch is converted and normalised straight from
-    its shard (a memory map for uncompressed shards) into the batch tensor, which a worker
-    process allocates in shared memory. Flips and rotations are drawn here (fixed by seed,
-    epoch and index; ``set_epoch`` changes the draw) but applied to the batch on the
-    training device (:func:`orient_batch`). A negative index ``-1 - i`` means patch ``i``
-    used as padding (evaluation): the item is patch ``i`` but keeps its negative index.
+    batch at once (``__getitems__``); each patch is copied straight from its shard (a
+    memory map for uncompressed shards) into the batch tensor, which a worker process
+    allocates in shared memory; conversion and normalisation happen on the training device
+    (:class:`Normalisation`). Flips and rotations are drawn here (fixed by seed, epoch and
+    index; ``set_epoch`` changes the draw) and applied on the device too
+    (:func:`orient_batch`). A negative index ``-1 - i`` means patch ``i`` used as padding
+    (evaluation): the item is patch ``i`` but keeps its negative index.
     """
 
     def __init__(self, root: Path, split: str, options: DatasetOptions) -> None:
-        """Open the split's shards and read the train-split band statistics."""
+        """Open the split's shards."""
         self.shards = ShardSet(root, split, bands=options.bands,
                                num_classes=options.num_classes)
-        mean, std = BandStats.read(root).normalisation(options.bands, root / STATS_NAME)
-        # (x - mean) / std as an in-place multiply and add, in float32.
-        self.scale = (1.0 / std).astype(np.float32)
-        self.shift = (-mean / std).astype(np.float32)
         self.augment = options.augment
         self.seed, self.epoch = options.seed, 0
         self._codes: np.ndarray | None = None
@@ -134,23 +166,20 @@ class PatchDataset(Dataset):
         self.epoch, self._codes = epoch, None
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
-        """Patch ``i``: normalised reflectance, multi-hot target, index, orientation code."""
+        """Patch ``i``: reflectance as stored, multi-hot target, index, orientation code."""
         x, y, _, codes = self.__getitems__([i])
         return x[0], y[0], i, int(codes[0])
 
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
-        """A batch: float32 (B, C, 120, 120), float32 (B, classes), int64 (B,) indices,
+        """A batch: uint16 (B, C, 120, 120), float32 (B, classes), int64 (B,) indices,
         int8 (B,) orientation codes (all 0 without augmentation)."""
         real = [i if i >= 0 else -1 - i for i in indices]
         x = _batch_tensor((len(real), len(self.shards.bands), PATCH_PX, PATCH_PX))
         out = x.numpy()
         for j, i in enumerate(real):
             # NumPy, not torch: single-threaded and GIL-free in loader threads (a torch op
-            # there would start an OpenMP team per thread); ~2x a plain copy per sample.
-            sample = out[j]
-            np.copyto(sample, self.shards.select_bands(self.shards.view(i)), casting="unsafe")
-            sample *= self.scale
-            sample += self.shift
+            # there would start an OpenMP team per thread); a plain copy per sample.
+            np.copyto(out[j], self.shards.select_bands(self.shards.view(i)))
         y = torch.from_numpy(self.shards.labels[real].astype(np.float32))
         codes = (torch.from_numpy(self._orientation_codes()[real]) if self.augment
                  else torch.zeros(len(real), dtype=torch.int8))
@@ -163,16 +192,55 @@ class PatchDataset(Dataset):
 
 
 def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
-    """An empty float32 tensor; in a DataLoader worker, in shared memory.
+    """An empty uint16 tensor; in a DataLoader worker, in shared memory.
 
     A worker's batch travels to the trainer through shared memory; allocating it there
-    directly (as torch's default_collate does) saves one copy of every batch.
+    directly (as torch's default_collate does, with the same calls) saves one copy of every
+    batch.
     """
     if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.float32)
-    storage = torch.empty(0, dtype=torch.float32)._typed_storage()._new_shared(
+        return torch.empty(shape, dtype=torch.uint16)
+    storage = torch.empty(0, dtype=torch.uint16)._typed_storage()._new_shared(
         math.prod(shape))
-    return torch.empty(0, dtype=torch.float32).new(storage).view(shape)
+    return torch.empty(0, dtype=torch.uint16).new(storage).view(shape)
+
+
+def device_batches(batches: Iterable[tuple[torch.Tensor, ...]],
+                   device: torch.device) -> Iterator[tuple[torch.Tensor, ...]]:
+    """The batches of a loader with the next one already on its way to a GPU.
+
+    On CUDA the copy of batch k+1 (from pinned memory, without blocking) is issued on a
+    side stream before batch k is handed out, so it overlaps batch k's step; the consumer's
+    stream waits for it before using it. Elsewhere the batches pass through unchanged (the
+    step moves each one itself).
+    """
+    if device.type != "cuda":
+        yield from batches
+        return
+    stream = torch.cuda.Stream(device)
+
+    def issue(batch: tuple[torch.Tensor, ...]) -> tuple[Any, ...]:
+        x, y, *rest = batch
+        with torch.cuda.stream(stream):
+            return (x.to(device, non_blocking=True), y.to(device, non_blocking=True), *rest)
+
+    ahead = None
+    for batch in batches:
+        following = issue(batch)
+        if ahead is not None:
+            yield _ready(ahead, stream)
+        ahead = following
+    if ahead is not None:
+        yield _ready(ahead, stream)
+
+
+def _ready(batch: tuple[Any, ...], stream: Any) -> tuple[Any, ...]:
+    """Make the current stream wait for ``batch``'s copy, and keep its memory alive for it."""
+    current = torch.cuda.current_stream(stream.device)
+    current.wait_stream(stream)
+    for item in batch[:2]:
+        item.record_stream(current)
+    return batch
 
 
 def steps_per_epoch(n: int, batches: BatchSplit, limit: int | None) -> int:

@@ -151,7 +151,8 @@ class Trainer:
             raise DataError(f"{run.data_dir}: the train split has {len(self.train_set)} "
                             f"patches, fewer than one global batch of {b.global_batch}; "
                             "lower the batch or extract more patches")
-        self.ctx, built = build_step_context(cfg, b, self.steps, run.device)
+        normalisation = data.Normalisation.of(run.data_dir, BAND_SETS[cfg.bands], run.device)
+        self.ctx, built = build_step_context(cfg, b, self.steps, run.device, normalisation)
         self.engine = EngineRecord(built.name, built.library, built.version, built.config)
         self.timing = TimingRecord(built.comm.method, built.comm.measures)
         self.lr = engine.peak_lr(cfg, b.global_batch)
@@ -227,8 +228,9 @@ class Trainer:
         batches = data.train_batches(len(self.train_set), self.run.batches,
                                      self.run.world.rank, self.run.world.world_size,
                                      cfg.seed, epoch, cfg.limit_batches)
-        loader = data.loader(self.train_set, batches, cfg.workers,
-                             self.run.device.type == "cuda")
+        loader = data.device_batches(data.loader(self.train_set, batches, cfg.workers,
+                                                 self.run.device.type == "cuda"),
+                                     self.run.device)
         times = PhaseTimes()
         show = self.run.is_main and cfg.progress
         with tqdm(total=len(batches), desc=f"epoch {epoch}/{cfg.epochs}", disable=not show,
@@ -242,7 +244,9 @@ class Trainer:
         batches = data.eval_batches(len(split_set), self.run.world.rank,
                                     self.run.world.world_size, self.eval_batch,
                                     cfg.limit_eval_batches)
-        loader = data.loader(split_set, batches, cfg.workers, self.run.device.type == "cuda")
+        loader = data.device_batches(data.loader(split_set, batches, cfg.workers,
+                                                 self.run.device.type == "cuda"),
+                                     self.run.device)
         logits, targets = predict(self.ctx, loader)
         scores, ap = metrics.evaluate(targets, logits)
         scores["loss"] = float(self.ctx.loss_fn(torch.from_numpy(logits),

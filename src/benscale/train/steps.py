@@ -20,13 +20,13 @@ from torch import nn
 from benscale.bigearthnet import BAND_SETS
 from benscale.files.batches import BatchSplit
 from benscale.train.config import TrainConfig
-from benscale.train.data import orient_batch
+from benscale.train.data import Normalisation, orient_batch
 from benscale.train.engine import Engine, build_engine
 from benscale.train.model import batchnorm_buffers, build_model, loss_fn
 from benscale.train.timing import CommMeter, PhaseTimes, synchronize
 
-__all__ = ["PhaseTimes", "StepContext", "build_step_context", "predict", "reduce_over_ranks",
-           "train_micro_batches"]
+__all__ = ["Normalisation", "PhaseTimes", "StepContext", "build_step_context", "predict",
+           "reduce_over_ranks", "train_micro_batches"]
 
 
 @dataclass
@@ -35,6 +35,8 @@ class StepContext:
 
     ``autocast``: the dtype of ``torch.autocast`` around the forward pass (precision bf16),
     or None (fp32, and DeepSpeed's own bf16 mode, whose weights are bf16 already).
+    ``normalisation`` turns the loader's uint16 batches into normalised float32 on the
+    device (None: batches arrive as float already, e.g. a benchmark's random tensors).
     """
 
     engine: Any
@@ -44,6 +46,7 @@ class StepContext:
     comm: CommMeter
     loss_fn: nn.Module
     autocast: torch.dtype | None = None
+    normalisation: Normalisation | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The model's logits for ``x``, in fp32."""
@@ -52,9 +55,15 @@ class StepContext:
             return self.engine(x).float()
 
     def inputs(self, x: torch.Tensor, orientations: torch.Tensor | None = None) -> torch.Tensor:
-        """Move a batch to the device, apply its flips/rotations there (data.orient_batch),
-        and give it the training dtype and memory format."""
-        x = x.to(self.device, non_blocking=True)
+        """Move a batch to the device, normalise a stored (uint16) batch there, apply its
+        flips/rotations (data.orient_batch), and give it the training dtype and memory
+        format."""
+        if x.dtype == torch.uint16:
+            if self.normalisation is None:
+                raise ValueError("a uint16 batch needs the step context's normalisation")
+            x = self.normalisation(x)
+        else:
+            x = x.to(self.device, non_blocking=True)
         if orientations is not None:
             x = orient_batch(x, orientations)
         x = x.to(self.dtype)
@@ -62,7 +71,8 @@ class StepContext:
 
 
 def build_step_context(config: TrainConfig, batches: BatchSplit, steps_per_epoch: int,
-                       device: torch.device) -> tuple[StepContext, Engine]:
+                       device: torch.device, normalisation: Normalisation | None = None
+                       ) -> tuple[StepContext, Engine]:
     """Model + engine + communication meter, ready for :func:`train_micro_batches`.
 
     Needs an initialised process group (:func:`benscale.train.engine.init_distributed`).
@@ -76,7 +86,7 @@ def build_step_context(config: TrainConfig, batches: BatchSplit, steps_per_epoch
     dtype = torch.bfloat16 if config.precision == "bf16-deepspeed" else torch.float32
     autocast = torch.bfloat16 if config.precision == "bf16" else None
     return StepContext(built.engine, device, dtype, config.channels_last, built.comm,
-                       loss_fn(), autocast), built
+                       loss_fn(), autocast, normalisation), built
 
 
 def train_micro_batches(ctx: StepContext, batches: Iterable[Any], times: PhaseTimes,
@@ -140,7 +150,7 @@ def predict(ctx: StepContext, batches: Iterable[Any]) -> tuple[np.ndarray, np.nd
     logits, targets, indices = [], [], []
     for x, y, idx, _orientations in batches:  # no augmentation at evaluation
         logits.append(ctx.forward(ctx.inputs(x)).cpu())
-        targets.append(y.float())
+        targets.append(y.float().cpu())
         indices.append(torch.as_tensor(idx, dtype=torch.int64))
     local = [torch.cat(t) for t in (logits, targets)] + [torch.cat(indices).double()]
     gathered = [_all_gather(t, ctx.device) for t in local]

@@ -1,0 +1,337 @@
+"""GPU acceptance run: ``python -m bench gpu`` (``make bench-gpu``), one GPU, a few minutes.
+
+What decides whether a scaling study on GPU nodes means anything, measured on one GPU:
+
+* the training step of both engines (deepspeed, ddp) through benscale's harness against a
+  bare PyTorch loop on the same GPU, in fp32, bf16 (autocast) and bf16 + channels_last, at
+  batch 64 and 256 per GPU: samples/s and the ratio (goal >= 0.97 per engine and precision);
+* one real epoch of ``benscale train`` on extracted shards, batch 256, the default loader
+  threads: data_time_s as a share of the steady epoch (goal <= 2 %: the input path keeps
+  the GPU busy);
+* the timing itself: benscale's phase times and its DDP hook's CUDA-event communication
+  intervals against a ``torch.profiler`` trace of the same steps (compute: the time the
+  GPU was busy in kernels; communication: NCCL kernels), within a stated tolerance;
+* the measured compute time per sample, written as a performance-model system file
+  (``--systems-file`` of ``benscale report``): a 4-GPU node of this GPU with a measured
+  compute term instead of an assumed one.
+
+Writes ``results/bench/gpu-<date>-<host>.json`` (GPU model, driver, CUDA, cuDNN, NCCL with
+every figure), the system file beside it, and its table into docs/benchmarks.md. Without
+CUDA it says so and exits non-zero; ``--device cpu`` runs the same code on the CPU at smoke
+sizes for the plumbing test (tests/test_bench_smoke.py), never as a GPU measurement.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from bench.common import REPO, Context, Figure, UnavailableError, rate_figure
+
+NAME = "gpu"
+PRECISIONS: tuple[tuple[str, str, bool], ...] = (("fp32", "fp32", False),
+                                                 ("bf16", "bf16", False),
+                                                 ("bf16_cl", "bf16", True))
+BATCHES = (64, 256)
+ENGINES = ("deepspeed", "ddp")
+#: DeepSpeed's engine cannot take a channels_last model (the config refuses it).
+RUNNABLE = {(e, p) for e in ENGINES for p, _, cl in PRECISIONS if e == "ddp" or not cl}
+KEYS = (*(f"{e}_{p}_b{b}_vs_bare" for e in ENGINES for p, _, _ in PRECISIONS for b in BATCHES
+          if (e, p) in RUNNABLE),
+        "epoch_data_share", "profiler_compute_agreement", "profiler_comm_agreement")
+#: How close benscale's timing must come to the profiler's: within 10 % of the profiler's
+#: figure plus 0.5 ms per step (the synchronisations and the hook's events themselves).
+TOLERANCE_REL, TOLERANCE_ABS_S = 0.10, 0.5e-3
+
+
+# ---------------------------------------------------------------------------- workloads
+
+
+class Harness:
+    """benscale's step (engine, timers, communication meter) on one in-memory batch."""
+
+    def __init__(self, engine: str, precision: str, channels_last: bool, batch: int,
+                 device: Any, comm_timing: bool = True) -> None:
+        """Build the step context as ``benscale train`` does."""
+        import torch.distributed as dist
+
+        from benscale.train import config as config_mod
+        from benscale.train.steps import PhaseTimes, build_step_context
+
+        cfg = config_mod.load(None, [
+            f"engine={engine}", f"precision={precision}", f"channels_last={channels_last}",
+            f"batch_per_gpu={batch}", "global_batch=null", "warmup_epochs=0", "epochs=1000",
+            f"comm_timing={str(comm_timing).lower()}"])
+        self.ctx, self.built = build_step_context(cfg, cfg.batches(dist.get_world_size()),
+                                                  1000, device)
+        self.inputs = _batch(batch, device)
+        self.times = PhaseTimes()
+
+    def steps(self, n: int) -> None:
+        """``n`` micro-steps through ``train_micro_batches``."""
+        from benscale.train.steps import train_micro_batches
+
+        x, y = self.inputs
+        train_micro_batches(self.ctx, ((x, y, None, None) for _ in range(n)), self.times)
+
+
+class BareLoop:
+    """A plain PyTorch step on the same device: zero_grad, forward, backward, step."""
+
+    def __init__(self, precision: str, channels_last: bool, batch: int, device: Any) -> None:
+        """Model, optimizer and one batch on ``device``."""
+        import torch
+
+        from benscale.train.model import build_model, loss_fn
+
+        torch.manual_seed(0)
+        self.model = build_model(12, 19).to(device)
+        if channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9,
+                                   weight_decay=1e-4)
+        self.loss = loss_fn()
+        self.x, self.y = _batch(batch, device)
+        if channels_last:
+            self.x = self.x.contiguous(memory_format=torch.channels_last)
+        self.device, self.bf16 = device, precision == "bf16"
+
+    def steps(self, n: int) -> None:
+        """``n`` optimizer steps, the device synchronised at the end."""
+        import torch
+
+        self.model.train()
+        for _ in range(n):
+            self.opt.zero_grad(set_to_none=True)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+                out = self.model(self.x)
+            self.loss(out.float(), self.y).backward()
+            self.opt.step()
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+
+def _batch(batch: int, device: Any) -> Any:
+    import torch
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 12, 120, 120, generator=gen).to(device)
+    y = (torch.rand(batch, 19, generator=gen) < 0.3).float().to(device)
+    return x, y
+
+
+def _timed(fn: Any, steps: int) -> float:
+    start = time.perf_counter()
+    fn(steps)
+    return time.perf_counter() - start
+
+
+def steps_worker(rank: int, spec: dict[str, Any]) -> None:
+    """One process on one device: every engine x precision x batch against the bare loop,
+    alternating blocks of steps; then the profiler check."""
+    import torch
+
+    from bench.train_step import _init
+
+    device = _init(rank, 1, spec["port"], spec["threads"])
+    if spec["device"] == "cpu":
+        device = torch.device("cpu")
+    out: dict[str, Any] = {"steps": {}, "profile": None}
+    for key, precision, channels_last in PRECISIONS:
+        for batch in spec["batches"]:
+            bare = BareLoop(precision, channels_last, batch, device)
+            for engine in ENGINES:
+                if (engine, key) not in RUNNABLE:
+                    continue
+                ours = Harness(engine, precision, channels_last, batch, device)
+                rates: dict[str, list[float]] = {"benscale": [], "bare": []}
+                ours.steps(spec["warmup"])
+                bare.steps(spec["warmup"])
+                for r in range(spec["repeats"]):
+                    order = (("benscale", ours.steps), ("bare", bare.steps))
+                    for name, fn in order if r % 2 == 0 else order[::-1]:
+                        rates[name].append(batch * spec["steps"] / _timed(fn, spec["steps"]))
+                out["steps"][f"{engine}_{key}_b{batch}"] = rates
+                del ours
+            del bare
+    out["profile"] = profile_check(device, spec)
+    Path(spec["out"]).write_text(json.dumps(out))
+
+
+def profile_check(device: Any, spec: dict[str, Any]) -> dict[str, Any]:
+    """The harness's compute and communication timing of a few DDP steps against a
+    torch.profiler trace of the same steps."""
+    from torch.profiler import ProfilerActivity, profile
+
+    ours = Harness("ddp", "fp32", False, spec["batches"][-1], device)
+    ours.steps(spec["warmup"])
+    from benscale.train.steps import PhaseTimes
+
+    ours.times = PhaseTimes()
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA]
+                                           if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        ours.steps(spec["steps"])
+    kernels = [e for e in prof.events() if e.device_type.name == "CUDA"]
+    comm_events = [e for e in kernels if "nccl" in e.name.lower()] if kernels else [
+        e for e in prof.events() if e.name.startswith(("gloo:", "nccl:"))]
+    busy_s = sum(e.device_time_total for e in kernels) / 1e6 if kernels else None
+    comm_s = sum(e.time_range.elapsed_us() for e in comm_events) / 1e6
+    n = spec["steps"]
+    return {"steps": n, "method": "CUDA kernels" if kernels else "CPU events (no CUDA)",
+            "benscale_compute_s_per_step": ours.times.compute_time_s / n,
+            "benscale_comm_s_per_step": ours.times.comm_time_s / n,
+            "profiler_kernel_busy_s_per_step": busy_s / n if busy_s is not None else None,
+            "profiler_comm_s_per_step": comm_s / n,
+            "timing_method": ours.built.comm.method}
+
+
+# ---------------------------------------------------------------------------- a real epoch
+
+
+def epoch_run(ctx: Context, device: str) -> list[dict[str, str]]:
+    """Two epochs of ``benscale train`` at batch 256 (smoke: 4) on the benchmark shards with
+    the default loader threads; returns epochs.csv."""
+    from bench.loader import shards
+
+    data = shards(ctx, ctx.size(12, 4096))
+    run_dir = ctx.work / f"gpu-epoch-{device}"
+    subprocess.run(["rm", "-rf", str(run_dir)], check=True)
+    sets = ["epochs=2", f"batch_per_gpu={ctx.size(4, 256)}", "global_batch=null",
+            "checkpoint.enabled=false", "progress=false", "warmup_epochs=0",
+            "precision=bf16", f"limit_eval_batches={ctx.size(1, 2)}"]
+    cmd = [sys.executable, "-m", "benscale.cli", "train", "--data", str(data), "--out",
+           str(run_dir)]
+    for item in sets:
+        cmd += ["--set", item]
+    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    if device == "cpu":
+        env["CUDA_VISIBLE_DEVICES"] = ""
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"benscale train exited {proc.returncode}: {proc.stderr[-2000:]}")
+    with (run_dir / "epochs.csv").open() as fh:
+        return list(csv.DictReader(fh))
+
+
+# ---------------------------------------------------------------------------- results
+
+
+def gpu_description() -> dict[str, Any]:
+    """GPU model, driver, CUDA, cuDNN, NCCL (benscale's provenance)."""
+    import torch
+
+    from benscale.provenance import accelerator_stack, gpu_models
+    from benscale.typed import to_mapping
+
+    return {"gpus": list(gpu_models()), **to_mapping(accelerator_stack()),
+            "torch": torch.__version__}
+
+
+def system_file(path: Path, compute: dict[str, float], gpu: str, measured: str) -> None:
+    """A performance-model system: a node of 4 of this GPU, with the measured compute time
+    per sample per precision; links are the DGX-class assumptions of systems.yaml."""
+    name = "measured-" + "".join(c if c.isalnum() else "-" for c in gpu.lower()).strip("-")
+    doc = {"systems": {name: {
+        "description": f"4x {gpu} per node; compute per sample measured by "
+                       f"`python -m bench gpu` ({measured})",
+        "gpus_per_node": 4,
+        "intra": {"bandwidth_GBps": 230, "latency_us": 8},
+        "inter": {"bandwidth_GBps": 80, "latency_us": 10},
+        "compute_s_per_sample": compute,
+        "source": f"compute measured ({measured}); links: assumption (NVLink-class node, "
+                  "4 x 200 Gb/s network), as juwels-booster in benscale's systems.yaml"}}}
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+
+
+def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
+    """Measure the GPU figures (module docstring)."""
+    import torch
+    import torch.multiprocessing as mp
+
+    from benscale.train.world import free_port
+
+    device = ctx.device
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UnavailableError("no CUDA device here: `python -m bench gpu` measures a GPU "
+                               "(run it on a GPU node; --device cpu only smoke-tests it)")
+    spec = {"device": device, "batches": [ctx.size(2, b) for b in BATCHES][:1 if ctx.quick
+                                                                          else 2],
+            "repeats": ctx.size(1, 5), "steps": ctx.size(1, 10), "warmup": ctx.size(1, 5),
+            "threads": os.cpu_count() or 1, "port": free_port(),
+            "out": str(ctx.work / f"gpu-steps-{device}.json")}
+    mp.spawn(steps_worker, args=(spec,), nprocs=1, join=True)
+    measured = json.loads(Path(spec["out"]).read_text())
+    figures = []
+    for engine in ENGINES:
+        for key, precision, channels_last in PRECISIONS:
+            if (engine, key) not in RUNNABLE:
+                continue
+            for b, batch in zip(BATCHES, spec["batches"], strict=False):
+                rates = measured["steps"][f"{engine}_{key}_b{batch}"]
+                figures.append(rate_figure(
+                    f"{engine}_{key}_b{b}_vs_bare",
+                    f"{engine}, {precision}{' + channels_last' if channels_last else ''}, "
+                    f"batch {batch}/GPU: benscale vs bare PyTorch", rates["benscale"],
+                    rates["bare"], "bare PyTorch loop, same GPU", "samples/s", goal=0.97))
+    rows = epoch_run(ctx, device)
+    steady = rows[1:] or rows
+    data_s = [float(r["data_time_s"]) for r in steady]
+    epoch_s = [float(r["epoch_time_s"]) for r in steady]
+    figures.append(rate_figure("epoch_data_share", "real epoch, batch 256/GPU, default loader "
+                               "threads: data time as a share of the epoch", data_s, epoch_s,
+                               "epoch time", "s", note="goal: ratio <= 0.02 (lower is "
+                               "better; the table's 'met' column reads >= and does not apply)"))
+    prof = measured["profile"]
+    busy = prof["profiler_kernel_busy_s_per_step"] or prof["benscale_compute_s_per_step"]
+    figures.append(rate_figure("profiler_compute_agreement", "benscale's compute time vs "
+                               "the profiler's GPU busy time, same steps",
+                               [prof["benscale_compute_s_per_step"]], [busy],
+                               "torch.profiler", "s/step"))
+    figures.append(rate_figure("profiler_comm_agreement", "benscale's communication (DDP hook) "
+                               "vs the profiler's collective kernels, same steps",
+                               [prof["benscale_comm_s_per_step"] + 1e-9],
+                               [prof["profiler_comm_s_per_step"] + 1e-9], "torch.profiler",
+                               "s/step", note=f"tolerance: |a - b| <= {TOLERANCE_REL:.0%} "
+                               f"of b + {TOLERANCE_ABS_S * 1e3:g} ms per step"))
+    compute_per_sample = {}
+    for key, precision, channels_last in PRECISIONS:
+        if channels_last:
+            continue
+        rates = measured["steps"][f"ddp_{key}_b{spec['batches'][-1]}"]["bare"]
+        compute_per_sample[precision] = 1.0 / statistics.median(rates)
+    description = gpu_description() if device == "cuda" else {"gpus": ["cpu smoke run"]}
+    gpu_name = (description["gpus"] or ["unknown GPU"])[0]
+    systems = ctx.out_dir / f"gpu-{time.strftime('%Y-%m-%d')}-systems.yaml"
+    system_file(systems, compute_per_sample, gpu_name,
+                "smoke run on the CPU: not a GPU measurement" if device == "cpu"
+                else time.strftime("%Y-%m-%d"))
+    agree = {
+        "compute": _agrees(prof["benscale_compute_s_per_step"], busy),
+        "comm": _agrees(prof["benscale_comm_s_per_step"], prof["profiler_comm_s_per_step"]),
+    }
+    details = {"device": device if device == "cuda" else "cpu (smoke test: NOT a GPU "
+               "measurement)", "gpu": description, "profile": prof, "agreement": agree,
+               "systems_file": str(systems), "compute_s_per_sample": compute_per_sample,
+               "epochs_csv": rows, "notes": [
+                   "deepspeed + channels_last is not measured: DeepSpeed's engine views "
+                   "each parameter as bytes to broadcast it, which a channels_last weight "
+                   "cannot be (benscale's config refuses the combination)",
+                   "harness = benscale's train_micro_batches with its timers and "
+                   "communication meter; bare = zero_grad/forward/backward/step on the "
+                   "same GPU, same model, batch and autocast",
+                   f"timing vs profiler: {agree}"]}
+    return figures, details
+
+
+def _agrees(ours: float, reference: float) -> bool:
+    return abs(ours - reference) <= TOLERANCE_REL * reference + TOLERANCE_ABS_S
