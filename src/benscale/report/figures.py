@@ -17,7 +17,7 @@ import seaborn as sns
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from benscale.atomic import atomic_path
 from benscale.files.run import PARTS
@@ -31,7 +31,7 @@ MODE_STYLE: dict[str, tuple[str, str]] = {"strong": ("o", "-"), "weak": ("s", "-
 #: Line style per model system: the study's own first, then the extrapolations.
 SYSTEM_STYLES: tuple[str, ...] = ("-", "--", "-.", ":")
 #: Sideways offset between series, in octaves of the GPU axis.
-DODGE = 0.04
+DODGE = 0.03
 #: Colours of an epoch's parts (the breakdown), apart from the variants' palette.
 PART_COLOURS: dict[str, str] = {"data_time_s": "#b0b0b0", "compute_time_s": "#6f8fb3",
                                 "comm_time_s": "#d9894a", "optimizer_time_s": "#8a6bb0"}
@@ -66,9 +66,18 @@ class FigureContext:
     hue: str = "variant"
 
 
+#: seaborn's colour-blind palette reordered so that neighbours differ most (its orange and
+#: vermilion apart).
+COLOUR_ORDER = (0, 1, 2, 4, 5, 3, 9, 6, 8, 7)
+
+
 def palette(names: list[str]) -> dict[str, str]:
     """One colour per name, in order (colour-blind safe up to 10 names)."""
-    colours = sns.color_palette("colorblind" if len(names) <= 10 else "husl", len(names))
+    if len(names) <= len(COLOUR_ORDER):
+        base = sns.color_palette("colorblind", len(COLOUR_ORDER))
+        colours = [base[i] for i in COLOUR_ORDER[:len(names)]]
+    else:
+        colours = sns.color_palette("husl", len(names))
     return {n: "#{:02x}{:02x}{:02x}".format(*(round(255 * c) for c in rgb))
             for n, rgb in zip(names, colours, strict=True)}
 
@@ -195,7 +204,9 @@ def scaling_figures(scaling: pd.DataFrame, ctx: FigureContext) -> list[ReportFig
             ax.set_yscale("log")
             plain = FuncFormatter(lambda v, _: f"{v:g}")
             ax.yaxis.set_major_formatter(plain)
-            ax.yaxis.set_minor_formatter(plain)
+            low, high = ax.get_ylim()
+            # within a decade the minor ticks are the only labels; beyond, they crowd
+            ax.yaxis.set_minor_formatter(plain if high / low < 10 else NullFormatter())
             ax.tick_params(axis="y", which="minor", labelsize=8)
         if metric == "efficiency":
             ax.set_ylim(0, max(1.1, float(scaling["efficiency_max"].max()) * 1.05))
@@ -335,9 +346,14 @@ class FigureData:
     target: float | None
 
 
+def theme() -> None:
+    """The look of every figure (seaborn's global theme, set before drawing)."""
+    sns.set_theme(context="notebook", style="whitegrid")
+
+
 def all_figures(data: FigureData, ctx: FigureContext) -> list[ReportFigure]:
     """Every figure of the report, headline ones first (those without data are left out)."""
-    sns.set_theme(context="notebook", style="whitegrid")
+    theme()
     made = {f.key: f for f in [*scaling_figures(data.scaling, ctx),
                                *time_to_accuracy_figure(data.runs, ctx, data.target),
                                *accuracy_figure(data.epochs, ctx),

@@ -123,9 +123,9 @@ def table_html(df: pd.DataFrame | None, columns: list[str] | None = None, *,
     html = (f'<div class="table"><table><thead><tr class="head">{head}</tr></thead>'
             f"<tbody>{body}</tbody></table></div>")
     if csv:
-        hidden = len([c for c in df.columns if not c.endswith("_spread")]) - len(
-            [c for c in shown if not c.endswith("_spread")])
-        what = (f"key columns shown; all {len(df.columns)} in" if hidden > 0 else "also as")
+        written = [c for c in df.columns if not c.endswith("_spread")]
+        hidden = len(written) - len([c for c in shown if not c.endswith("_spread")])
+        what = (f"key columns shown; all {len(written)} in" if hidden > 0 else "also as")
         html += f'<p class="csv">{what} <a href="{escape(csv)}">{escape(csv)}</a></p>'
     return Markup(html)
 

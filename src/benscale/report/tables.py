@@ -315,6 +315,11 @@ HEADLINE_COLUMNS: tuple[str, ...] = (
     "vs_fastest", "time_to_target_s", "final_val_map_macro", "points", "failed")
 
 
+def _at(row: pd.Series, col: str) -> float:
+    """A number of a row; NaN where the column is absent (a report of an older benscale)."""
+    return float(row[col]) if col in row and row[col] is not None else math.nan
+
+
 def headline(runs: pd.DataFrame, scaling: pd.DataFrame) -> pd.DataFrame:
     """headline.csv: per variant and mode, what its largest measured scale gives: epoch time,
     speedup and efficiency over the variant's own smallest scale, its epoch time relative to
@@ -329,13 +334,13 @@ def headline(runs: pd.DataFrame, scaling: pd.DataFrame) -> pd.DataFrame:
         mine = runs[(runs["variant"] == variant) & (runs["mode"] == mode)]
         rows.append({
             "variant": variant, "mode": mode, "largest_world_size": w,
-            "epoch_time_s": float(top["epoch_time_s_median"]),
-            "speedup": float(top["speedup_median"]),
-            "efficiency": float(top["efficiency_median"]),
-            "vs_fastest": float(top["epoch_time_s_median"]
-                                / peers["epoch_time_s_median"].min()),
-            "time_to_target_s": float(top["time_to_target_s_median"]),
-            "final_val_map_macro": float(top["final_val_map_macro_median"]),
+            "epoch_time_s": _at(top, "epoch_time_s_median"),
+            "speedup": _at(top, "speedup_median"),
+            "efficiency": _at(top, "efficiency_median"),
+            "vs_fastest": _at(top, "epoch_time_s_median")
+            / float(peers["epoch_time_s_median"].min()),
+            "time_to_target_s": _at(top, "time_to_target_s_median"),
+            "final_val_map_macro": _at(top, "final_val_map_macro_median"),
             "points": len(mine), "failed": int((mine["status"] != "ok").sum()),
         })
     return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
