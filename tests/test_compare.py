@@ -206,6 +206,25 @@ def test_not_a_report(studies: tuple[Path, Path], tmp_path: Path,
     assert not (tmp_path / "o").exists()
 
 
+def test_studies_without_completed_points(studies: tuple[Path, Path], tmp_path: Path) -> None:
+    """A study whose every point failed is listed (and its failures counted), not a crash;
+    two such studies give a page without figures."""
+    study_dir = tmp_path / "dead"
+    study_dir.mkdir()
+    _document("dead", [_point("strong", 1, 0)], machine="machine-d").write(
+        study_dir / "study.json")
+    dead = tmp_path / "dead-report"
+    assert main(["report", "--study", str(study_dir / "study.json"), "--out", str(dead)]) == 0
+    assert main(["compare", str(studies[1]), str(dead), "--out", str(tmp_path / "c")]) == 0
+    prov = pd.read_csv(tmp_path / "c" / "studies.csv").set_index("label")
+    assert prov.loc["dead", "failed"] == 1 and prov.loc["dead", "machine"] == "machine-d"
+    assert set(pd.read_csv(tmp_path / "c" / "scaling.csv")["study"]) == {"earlier"}
+    assert main(["compare", str(dead), str(dead), "--out", str(tmp_path / "c2"),
+                 "--label", "a", "--label", "b"]) == 0
+    assert "No figures: no study has a completed point." in \
+        (tmp_path / "c2" / "index.html").read_text()
+
+
 @pytest.mark.browser
 def test_compare_page_in_browser(compared: Path, tmp_path: Path) -> None:
     """At 1280 px: every figure decodes, nothing wider than the window, no table needing a

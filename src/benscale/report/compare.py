@@ -268,7 +268,7 @@ def combine(reports: list[ReportInput]) -> Combined:
     head = pd.concat([_tagged(r, r.headline) for r in reports if not r.headline.empty],
                      ignore_index=True) if any(not r.headline.empty for r in reports) \
         else pd.DataFrame(columns=["series", "mode"])
-    if not head.empty:
+    if not head.empty and "samples_per_s_median" in scaling:
         x = scaling.set_index(["series", "mode", "world_size"])["samples_per_s_median"]
         head.insert(head.columns.get_loc("epoch_time_s") + 1, "samples_per_s", [
             float(x.get((s, m, w), float("nan"))) for s, m, w in
@@ -296,6 +296,8 @@ def comparability(reports: list[ReportInput]) -> list[str]:
 
 def pivot(scaling: pd.DataFrame, metric: str) -> pd.DataFrame:
     """``metric`` per line (rows: series and mode) and GPU count (columns)."""
+    if metric not in scaling or scaling[metric].isna().all():
+        return pd.DataFrame()
     wide = scaling.pivot_table(index=["series", "mode"], columns="world_size", values=metric,
                                aggfunc="first", sort=False)
     wide = wide[sorted(wide.columns)]
