@@ -136,6 +136,8 @@ def test_page_shows_both_studies(compared: Path, studies: tuple[Path, Path]) -> 
                                            "hand-made test machine machine-b"]
     assert rows["git commit"] == ["abc123", "abc123"] and rows["hosts"] == ["hostA", "hostA"]
     assert rows["cpu"] == ["Test CPU (2 cores)"] * 2
+    assert rows["gpu software"] == ["CUDA (torch) 12.8, NCCL 2.27.3"] * 2
+    assert rows["mpi library"] == ["MPICH Version: 4.3.0"] * 2
     assert rows["run dates utc"][0].startswith("2026-01-01")
     assert '<tr class="diff"><td class="txt">machine</td>' in html
     # each study's own report, linked relative to the page: the links resolve

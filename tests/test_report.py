@@ -30,7 +30,13 @@ from benscale.files.run import (
     WorldRecord,
 )
 from benscale.files.study import Point, StudyConfig, StudyDocument, StudyMachine, Variant
-from benscale.provenance import GitState, MachineInfo, Provenance
+from benscale.provenance import (
+    AcceleratorStack,
+    GitState,
+    MachineInfo,
+    MpiLibrary,
+    Provenance,
+)
 from benscale.report.load import load_study
 from benscale.report.references import bounds, evaluate, load_reference
 from benscale.report.tables import runs_table, scaling_table
@@ -83,7 +89,10 @@ def _record(point: Point, status: str, test_map: float) -> RunRecord:
                       machine=MachineInfo("hostA", "Linux", "3.11", "Test CPU", 2, 8.0, ()),
                       slurm={"SLURM_JOB_ID": "4242"}, config_hash="f" * 64,
                       slurm_job_id="4242",
-                      environment={"numpy": "2.4.6", "torch": "2.14.1"})
+                      environment={"numpy": "2.4.6", "torch": "2.14.1"},
+                      accelerators=AcceleratorStack(torch_cuda="12.8", nccl="2.27.3"),
+                      mpi=MpiLibrary("MPICH Version: 4.3.0\nMPICH Release date: x", {},
+                                     "/usr/bin/mpiexec"))
     world = WorldRecord(point.world_size, point.nodes, GPN, ("hostA",), "mpi", "gloo", "cpu",
                         True, "127.0.0.1", 29500, ("hostA",) * point.world_size)
     runtime = RuntimeRecord(threads=1, interop_threads=1, torch_threads=1, threadpools=[],
@@ -307,6 +316,21 @@ def test_variants_described(report: Path) -> None:
     assert variants.loc["ddp", "engine_version"] == "torch 2.14.1"
     assert variants.loc["ddp", "timing_method"] == "ddp comm hook"
     assert variants.loc["deepspeed", "points"] == 8 and variants.loc["deepspeed", "failed"] == 2
+
+
+def test_provenance_summary(report: Path) -> None:
+    """What the runs share, one line per field, the GPU software and MPI library included
+    (the bundle's machine.json carries them for benscale compare)."""
+    html = " ".join((report / "index.html").read_text().split())
+    fields = dict(re.findall(r"<dt>(.*?)</dt><dd>(.*?)</dd>", html))
+    assert fields["machine"] == "local-cpu: hand-made test machine local-cpu"
+    assert fields["git commit"] == "abc123" and fields["Slurm jobs"] == "4242"
+    assert fields["GPU software"] == "CUDA (torch) 12.8, NCCL 2.27.3"
+    assert fields["MPI library"] == "MPICH Version: 4.3.0"
+    assert fields["engines"] == "deepspeed 0.19.8, torch 2.14.1"
+    machines = json.loads((report / "bundle" / "machine.json").read_text())["runs"]
+    run = machines["ddp/strong-n1-r0"]
+    assert run["accelerators"]["nccl"] == "2.27.3" and run["mpi_library"] == "MPICH Version: 4.3.0"
 
 
 def test_runs_table(report: Path) -> None:

@@ -40,7 +40,7 @@ from benscale.errors import ConfigError
 from benscale.files.bundle import BUNDLE_DIR, MACHINE_JSON, PACKAGES_JSON
 from benscale.files.study import STUDY_JSON, StudyDocument
 from benscale.report import figures, tables
-from benscale.report.html import TEMPLATES, fmt, table_html
+from benscale.report.html import TEMPLATES, fmt, gpu_stack, table_html
 
 #: Files a folder must have to be read as a benscale report.
 REQUIRED = ("report.json", "runs.csv", "scaling.csv")
@@ -76,6 +76,8 @@ class StudyProvenance:
     hosts: str
     cpu: str
     gpus: str
+    gpu_software: str
+    mpi_library: str
     launch: str
     git_commit: str
     packages: str
@@ -163,6 +165,8 @@ def _provenance(path: Path, label: str, summary: dict[str, Any],
                     if h.get("cpu_model")),
         gpus=_joined(g for h in hosts for g in h.get("gpus") or []) if any(
             h.get("gpus") for h in hosts) else "none",
+        gpu_software=_joined(gpu_stack(m.get("accelerators") or {}) for m in machines.values()),
+        mpi_library=_joined(m.get("mpi_library") for m in machines.values()),
         launch=_joined(f"{r.launcher} / {r.backend}" for r in runs.itertuples()
                        if isinstance(getattr(r, "launcher", None), str)),
         git_commit=_joined(f"{str(c)[:12]}" + (" (dirty)" if str(d) == "True" else "")

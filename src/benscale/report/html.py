@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -22,6 +22,8 @@ import yaml
 from markupsafe import Markup, escape
 
 import benscale
+from benscale.provenance import AcceleratorStack
+from benscale.report.bundle import mpi_library
 from benscale.report.figures import ReportFigure
 from benscale.report.labels import label
 from benscale.report.load import StudyResults
@@ -198,6 +200,15 @@ def headline_sentences(headline: pd.DataFrame, best: pd.DataFrame,
     return [Markup(line) for line in lines]
 
 
+def gpu_stack(stack: AcceleratorStack | Mapping[str, Any]) -> str:
+    """The GPU software of a run in one line ('none' without CUDA)."""
+    get = stack.get if isinstance(stack, Mapping) else lambda k: getattr(stack, k, None)
+    parts = [f"{name} {get(key)}" for key, name in (
+        ("torch_cuda", "CUDA (torch)"), ("cuda_runtime", "CUDA runtime"), ("cudnn", "cuDNN"),
+        ("nccl", "NCCL"), ("driver", "driver")) if get(key)]
+    return ", ".join(parts) or "none (no CUDA)"
+
+
 def _provenance_summary(study: StudyResults) -> list[tuple[str, str]]:
     """What the runs share or differ in, one line per field (the per-run table is below)."""
     recs = [r.record for r in study.runs if r.record]
@@ -216,6 +227,9 @@ def _provenance_summary(study: StudyResults) -> list[tuple[str, str]]:
         ("CPU", values(lambda r: [r.provenance.machine.cpu_model])),
         ("GPUs", values(lambda r: r.provenance.machine.gpus) if any(
             r.provenance.machine.gpus for r in recs) else "none"),
+        ("GPU software", values(lambda r: [gpu_stack(r.provenance.accelerators)])),
+        ("MPI library", values(lambda r: [mpi_library(r.provenance.mpi.library_version)
+                                          if r.provenance.mpi else None])),
         ("launcher / backend / device",
          values(lambda r: [f"{r.world.launcher} / {r.world.backend} / {r.world.device}"])),
         ("engines", values(lambda r: [f"{r.engine.library} {r.engine.version}"])),
