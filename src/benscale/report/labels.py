@@ -60,6 +60,7 @@ LABELS: dict[str, str] = {
     "test_map_macro_change": "test macro mAP change vs baseline [0..1]",
     "test_f1_macro": "test macro F1 [0..1]",
     "time_to_target_s": "time to target mAP [s]",
+    "time_to_train_s": "MLPerf time to train [s]",
     "best_variant": "fastest variant",
     "baseline_variant": "baseline variant",
     "runner_up": "runner-up",
