@@ -23,6 +23,8 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "train": ("benscale.train", "train ResNet-50 with DeepSpeed data parallelism"),
     "study": ("benscale.study", "plan the points of a scaling study and write study.json"),
     "report": ("benscale.report", "tables, figures and the HTML report of a study"),
+    "compare": ("benscale.report.compare",
+                "one page overlaying several studies' reports (machines, dates)"),
     "reproduce": ("benscale.study.reproduce",
                   "re-run a study bundle and compare with the original"),
 }

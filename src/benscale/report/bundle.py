@@ -8,7 +8,8 @@ so it is itself a study that ``benscale report --study bundle/study.json`` reads
     config.yaml           the resolved study config, readable
     environment.txt       the package set the runs ran with (name==version, from run.json)
     packages.json         package versions recorded by the runs
-    machine.json          the machine: study record + each run's host description
+    machine.json          the machine: study record + each run's hosts, GPU software
+                          stack (CUDA, cuDNN, NCCL, driver) and MPI library
     runs/<point>/         run.json, epochs.csv, per_class_ap.csv, mllog.jsonl, ds_config.json
     logs/train/<point>.log
     MANIFEST.json         sha256 of every file above
@@ -46,6 +47,11 @@ def environment_lines(study: StudyResults) -> list[str]:
     return []
 
 
+def mpi_library(version: str | None) -> str | None:
+    """The first line of an MPI library's version text (vendor and version)."""
+    return version.strip().splitlines()[0].strip() if version and version.strip() else None
+
+
 def _copy(src: Path, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(dst) as tmp:
@@ -78,9 +84,12 @@ def write_bundle(study: StudyResults, out: Path) -> dict[str, Any]:
             _copy(rec.log_path, out / rec.point.log)
         if rec.record is not None:
             prov = rec.record.provenance
-            machines["runs"][rec.name] = {"machine": to_mapping(prov.machine),
-                                          "hosts": list(rec.record.world.hosts),
-                                          "slurm": prov.slurm}
+            machines["runs"][rec.name] = {
+                "machine": to_mapping(prov.machine), "hosts": list(rec.record.world.hosts),
+                "host_details": [to_mapping(h) for h in prov.host_details],
+                "accelerators": to_mapping(prov.accelerators),
+                "mpi_library": mpi_library(prov.mpi.library_version if prov.mpi else None),
+                "slurm": prov.slurm}
             packages.update({k: v for k, v in prov.packages.items() if v})
     write_json(out / MACHINE_JSON, machines)
     write_json(out / PACKAGES_JSON, packages or study.doc.machine.packages)

@@ -1,5 +1,8 @@
-"""The performance-model section of the report: calibrate on the smallest measured scale,
-predict every measured point, then extrapolate to 128 GPUs (:mod:`.perfmodel`)."""
+"""The performance-model section of the report: per variant, calibrate on that variant's
+smallest measured scale with its recorded settings, predict its measured points, then
+extrapolate to 128 GPUs (:mod:`.perfmodel`). Variants differ in what the model reads off
+their runs (compute per sample, overlap, gradient bytes), so one calibration for all would
+credit one variant with another's measurements."""
 
 from __future__ import annotations
 
@@ -17,15 +20,30 @@ from benscale.report.perfmodel import GRAD_BYTES, RESNET50_PARAMS, System, Workl
 MAX_GPUS = 128
 
 
-@dataclass
-class ModelSection:
-    """What the report shows of the model."""
+@dataclass(frozen=True)
+class VariantModel:
+    """The model of one variant: calibrated on that variant's own smallest scale."""
 
+    variant: str
     system: str
     assumptions: list[str]
-    measured: pd.DataFrame      # predicted vs measured per point
-    predictions: pd.DataFrame   # scale-out per system and mode
     notes: list[str]
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    """What the report shows of the model: per variant its inputs, and two tables keyed by
+    variant."""
+
+    system: str
+    variants: list[VariantModel]
+    measured: pd.DataFrame      # predicted vs measured per point
+    predictions: pd.DataFrame   # scale-out per variant, system and mode
+
+    def text(self) -> str:
+        """perfmodel_assumptions.txt: every variant's inputs and calibration notes."""
+        return "\n".join(line for v in self.variants
+                         for line in [f"[{v.variant}]", *v.assumptions, *v.notes, ""])
 
 
 def resnet50_grad_bytes(settings: RunSettings) -> float:
@@ -55,30 +73,55 @@ def workload_from(row: pd.Series, settings: RunSettings, threads: int) -> Worklo
         measured_world=int(row["world_size"]), threads_per_rank=threads)
 
 
-def build(runs: pd.DataFrame, config: StudyConfig, settings: RunSettings | None,
-          system: System, extra_systems: list[System],
-          host_cores: int | None) -> ModelSection | None:
-    """The model section, or None when no run completed.
+@dataclass(frozen=True)
+class ModelInputs:
+    """What the model is built from besides runs.csv.
 
-    Args:
-        runs: runs.csv.
+    Attributes:
         config: the study's configuration.
-        settings: the recorded settings of the study's runs (bands, classes, precision).
+        settings: each variant's recorded settings (bands, classes, precision).
         system: the system the study ran on.
         extra_systems: systems to extrapolate to as well.
         host_cores: cores of the host, for emulated nodes sharing one machine.
     """
-    needed = ["epoch_time_s_median", "steps_per_epoch", "batch_per_gpu", "compute_time_s"]
-    if "status" not in runs or any(c not in runs for c in needed):
+
+    config: StudyConfig
+    settings: dict[str, RunSettings]
+    system: System
+    extra_systems: list[System]
+    host_cores: int | None
+
+
+NEEDED = ("epoch_time_s_median", "steps_per_epoch", "batch_per_gpu", "compute_time_s")
+
+
+def build(runs: pd.DataFrame, inputs: ModelInputs) -> ModelSection | None:
+    """The model section, or None when no run completed: each variant calibrated on its own
+    smallest scale with its own settings (precision decides the gradient bytes)."""
+    if "status" not in runs or any(c not in runs for c in NEEDED):
         return None
-    ok = runs[runs["status"] == "ok"].dropna(subset=needed)
-    if ok.empty or settings is None:
+    ok = runs[runs["status"] == "ok"].dropna(subset=list(NEEDED))
+    parts = []
+    for variant in dict.fromkeys(ok["variant"]):
+        settings = inputs.settings.get(variant)
+        if settings is not None:
+            parts.append(_variant(ok[ok["variant"] == variant], variant, settings, inputs))
+    if not parts:
         return None
+    return ModelSection(inputs.system.name, [p[0] for p in parts],
+                        pd.concat([p[1] for p in parts], ignore_index=True),
+                        pd.concat([p[2] for p in parts], ignore_index=True))
+
+
+def _variant(ok: pd.DataFrame, variant: str, settings: RunSettings,
+             inputs: ModelInputs) -> tuple[VariantModel, pd.DataFrame, pd.DataFrame]:
+    """One variant's model, its predicted-vs-measured rows and its scale-out rows."""
     notes: list[str] = []
+    system = inputs.system
     base = ok.sort_values(["world_size", "mode"]).iloc[0]
-    work = workload_from(base, settings, config.launcher.threads_per_proc)
-    if system.host_cores is None and system.calibrate_links and host_cores:
-        system = replace(system, host_cores=host_cores)
+    work = workload_from(base, settings, inputs.config.launcher.threads_per_proc)
+    if system.host_cores is None and system.calibrate_links and inputs.host_cores:
+        system = replace(system, host_cores=inputs.host_cores)
     multi = ok[ok["world_size"] > 1].sort_values("world_size")
     if system.calibrate_links and not multi.empty:
         m = multi.iloc[0]
@@ -89,11 +132,15 @@ def build(runs: pd.DataFrame, config: StudyConfig, settings: RunSettings | None,
                      f"{per_step * 1e3:.1f} ms per step -> "
                      f"{system.intra.bandwidth_bytes_per_s / 1e9:.3g} GB/s")
     notes.append(f"calibrated on {base['point']} ({int(base['world_size'])} rank(s), "
-                 "steady epochs)")
-    measured = _measured(ok, system, work)
-    preds = _scale_out(ok, [system, *extra_systems], work)
-    return ModelSection(system.name, perfmodel.assumptions(system, work), measured, preds,
-                        notes)
+                 f"steady epochs; precision {settings.precision}, engine {settings.engine})")
+    measured = _measured(ok, system, work).assign(variant=variant)
+    preds = _scale_out(ok, [system, *inputs.extra_systems], work).assign(variant=variant)
+    model = VariantModel(variant, system.name, perfmodel.assumptions(system, work), notes)
+    return model, _first(measured, "variant"), _first(preds, "variant")
+
+
+def _first(df: pd.DataFrame, column: str) -> pd.DataFrame:
+    return df[[column, *(c for c in df.columns if c != column)]]
 
 
 def _measured(ok: pd.DataFrame, system: System, work: Workload) -> pd.DataFrame:

@@ -18,7 +18,9 @@ the report's tables, takes the median of a column and marks it within / outside 
         unit: fraction
         from_paper: false         # true only where the number is printed in the source
 
-A check whose rows are absent is ``not measured`` (e.g. 96 GPUs on a laptop).
+A check whose rows are absent is ``not measured`` (e.g. 96 GPUs on a laptop). In a study
+with several variants, a check whose ``where`` names no variant is evaluated once per
+variant.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class CheckResult:
     state: str
     from_paper: bool
     note: str
+    variant: str = ""
 
 
 def packaged_reference(name: str) -> Path:
@@ -110,35 +113,56 @@ def _select(table: pd.DataFrame, where: dict[str, Any]) -> pd.DataFrame:
     return rows
 
 
+def system_note(reference_system: str, system: str) -> str:
+    """What a check's note starts with when the reference is for another system."""
+    if reference_system and reference_system != system:
+        return f"reference for {reference_system}, study ran on {system}. "
+    return ""
+
+
+def _per_variant(check: dict[str, Any], tables: dict[str, pd.DataFrame]) -> list[dict]:
+    """The ``where`` of a check, once per variant of the study when it names none: each
+    variant is held to the reference on its own (a median over variants would blur them)."""
+    where = dict(check.get("where") or {})
+    table = tables.get(check.get("table", "scaling"), pd.DataFrame())
+    if "variant" in where or "variant" not in table or table["variant"].nunique() < 2:
+        return [where]
+    return [{"variant": v, **where} for v in dict.fromkeys(table["variant"].dropna())]
+
+
 def evaluate(doc: dict[str, Any], tables: dict[str, pd.DataFrame],
              system: str) -> list[CheckResult]:
-    """Evaluate every check of a reference against the report's tables."""
-    results = []
+    """Evaluate every check of a reference against the report's tables (per variant when
+    the study has several and the check names none)."""
     ref_name = Path(doc.get("_path", "reference")).stem
-    for check in doc["checks"]:
-        where = check.get("where") or {}
-        table = tables.get(check.get("table", "scaling"), pd.DataFrame())
-        rows = _select(table, where)
-        if check.get("table", "scaling") == "runs" and "status" in rows:
-            rows = rows[rows["status"] == "ok"]
-        metric = check["metric"]
-        values = rows[metric].dropna() if metric in rows else pd.Series(dtype=float)
-        low, high = bounds(check)
-        note = str(check.get("note", "")).strip()
-        if doc.get("system") and doc["system"] != system:
-            note = f"reference for {doc['system']}, study ran on {system}. {note}".strip()
-        measured = float(values.astype(float).median()) if len(values) else None
-        if measured is None or math.isnan(measured):
-            state, measured = "not measured", None
-        else:
-            inside = (low is None or measured >= low) and (high is None or measured <= high)
-            state = "within" if inside else "outside"
-        results.append(CheckResult(
-            ref_name, str(doc.get("system", "")), str(check.get("name", metric)), metric,
-            ", ".join(f"{k}={v}" for k, v in where.items()), check.get("value"), low, high,
-            measured, str(check.get("unit", "")), state, bool(check.get("from_paper", False)),
-            note))
-    return results
+    return [_evaluate(ref_name, doc, check, where, tables, system)
+            for check in doc["checks"] for where in _per_variant(check, tables)]
+
+
+def _evaluate(ref_name: str, doc: dict[str, Any], check: dict[str, Any],
+              where: dict[str, Any], tables: dict[str, pd.DataFrame],
+              system: str) -> CheckResult:
+    """One check on the rows that ``where`` selects."""
+    table = tables.get(check.get("table", "scaling"), pd.DataFrame())
+    rows = _select(table, where)
+    if check.get("table", "scaling") == "runs" and "status" in rows:
+        rows = rows[rows["status"] == "ok"]
+    metric = check["metric"]
+    values = rows[metric].dropna() if metric in rows else pd.Series(dtype=float)
+    low, high = bounds(check)
+    note = f"{system_note(str(doc.get('system') or ''), system)}" \
+        f"{str(check.get('note', '')).strip()}".strip()
+    measured = float(values.astype(float).median()) if len(values) else None
+    if measured is None or math.isnan(measured):
+        state, measured = "not measured", None
+    else:
+        inside = (low is None or measured >= low) and (high is None or measured <= high)
+        state = "within" if inside else "outside"
+    return CheckResult(
+        ref_name, str(doc.get("system", "")), str(check.get("name", metric)), metric,
+        ", ".join(f"{k}={v}" for k, v in where.items()), check.get("value"), low, high,
+        measured, str(check.get("unit", "")), state, bool(check.get("from_paper", False)),
+        note, str(where.get("variant", "")))
 
 
 def results_frame(results: list[CheckResult]) -> pd.DataFrame:

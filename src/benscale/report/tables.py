@@ -11,6 +11,13 @@ Definitions (docs/report.md):
 - weak scaling: ``speedup = X / X0`` (throughput ratio), ``efficiency = X * W0 / (X0 * W)``.
 - Spread over repeats: speedup and efficiency are computed per run against the median
   baseline, then summarised as median, min and max at each world size.
+- Every scaling figure of a variant is against that variant's own smallest scale; the
+  best-by-scale table compares the variants against ONE baseline, the fastest variant at the
+  smallest scale (:func:`best_by_scale`).
+- communication share: ``comm_time_s / epoch_time_s``. ``comm_time_s`` is the wall time of
+  the gradient reductions, including any part that ran behind backward, so the share may
+  exceed what the job waits for; the *exposed* share takes out the part measured as hidden
+  (the excess of data + compute + comm + optimizer over the epoch time).
 """
 
 from __future__ import annotations
@@ -136,6 +143,7 @@ def run_row(rec: PointResult, target: float | None) -> dict[str, Any]:
         for part in PARTS:
             col = f"{part}_mean" if f"{part}_mean" in st else part
             row[part] = _median(st, col)
+        row.update(comm_shares(row))
         for m in BEST_METRICS:
             if m in ep and ep[m].notna().any():
                 row[f"best_{m}"] = float(ep[m].max())
@@ -156,6 +164,17 @@ def run_row(rec: PointResult, target: float | None) -> dict[str, Any]:
     row["run_dir"] = str(rec.run_dir)
     row["log"] = str(rec.log_path) if rec.log_path else None
     return row
+
+
+def comm_shares(row: dict[str, Any]) -> dict[str, float]:
+    """The communication share of a run's epoch time, all of it and the exposed part."""
+    epoch = row.get("epoch_time_s_median", math.nan)
+    comm = row.get("comm_time_s", math.nan)
+    if not epoch or math.isnan(epoch) or math.isnan(comm):
+        return {"comm_share": math.nan, "exposed_comm_share": math.nan}
+    total = sum(0.0 if math.isnan(row.get(p, math.nan)) else row[p] for p in PARTS)
+    hidden = min(max(total - epoch, 0.0), comm)
+    return {"comm_share": comm / epoch, "exposed_comm_share": (comm - hidden) / epoch}
 
 
 def default_target(study: StudyResults) -> float | None:
@@ -215,7 +234,138 @@ def scaling_table(runs: pd.DataFrame) -> pd.DataFrame:
                 **_spread(speedup, "speedup"), **_spread(efficiency, "efficiency"),
                 "test_map_macro_median": float(acc.median()),
                 "test_map_macro_change": float(acc.median() - acc0),
-                "time_to_target_s_median": float(g["time_to_target_s"].median())
-                if "time_to_target_s" in g else math.nan,
+                "time_to_target_s_median": _median(g, "time_to_target_s"),
+                "final_val_map_macro_median": _median(g, "final_val_map_macro"),
+                "comm_share_median": _median(g, "comm_share"),
+                "exposed_comm_share_median": _median(g, "exposed_comm_share"),
             })
+    return pd.DataFrame(rows)
+
+
+def _completed(runs: pd.DataFrame) -> pd.DataFrame:
+    """The completed runs with a measured epoch time."""
+    if "status" not in runs or "epoch_time_s_median" not in runs:
+        return runs.iloc[0:0]
+    return runs[runs["status"] == "ok"].dropna(subset=["epoch_time_s_median"])
+
+
+def variant_order(runs: pd.DataFrame) -> list[str]:
+    """The variants in plan order (their first appearance in runs.csv)."""
+    return list(dict.fromkeys(runs["variant"].dropna())) if "variant" in runs else []
+
+
+#: Columns of best_by_scale.csv, in order.
+BEST_COLUMNS: tuple[str, ...] = (
+    "mode", "world_size", "nodes", "best_variant", "epoch_time_s", "samples_per_s",
+    "baseline_variant", "baseline_world_size", "speedup", "efficiency", "comm_share",
+    "exposed_comm_share", "final_val_map_macro", "test_map_macro", "time_to_target_s",
+    "runner_up", "runner_up_ratio", "variants_compared")
+
+
+def best_by_scale(runs: pd.DataFrame) -> pd.DataFrame:
+    """best_by_scale.csv: per mode and world size, the fastest variant (lowest median epoch
+    time over its repeats), with speedup and efficiency against ONE baseline: the fastest
+    variant at the mode's smallest scale. At a given mode and world size every variant runs
+    the same batches over the same samples, so the epoch times compare directly.
+    """
+    ok = _completed(runs)
+    if ok.empty:
+        return pd.DataFrame(columns=list(BEST_COLUMNS))
+    order = {v: i for i, v in enumerate(variant_order(ok))}
+    rows = []
+    for mode, group in ok.groupby("mode", sort=False):
+        per = (group.groupby(["world_size", "variant"])
+               .agg(epoch_time_s=("epoch_time_s_median", "median"),
+                    samples_per_s=("samples_per_s", "median"), nodes=("nodes", "first"))
+               .reset_index())
+        per["order"] = per["variant"].map(order)
+        per = per.sort_values(["world_size", "epoch_time_s", "order"])
+        w0 = int(per["world_size"].min())
+        base = per[per["world_size"] == w0].iloc[0]
+        for world, at in per.groupby("world_size", sort=True):
+            best = at.iloc[0]
+            w = int(world)
+            mine = group[(group["world_size"] == w) & (group["variant"] == best["variant"])]
+            if mode == "weak":
+                speedup = float(best["samples_per_s"]) / float(base["samples_per_s"])
+            else:
+                speedup = float(base["epoch_time_s"]) / float(best["epoch_time_s"])
+            rows.append({
+                "mode": mode, "world_size": w, "nodes": int(best["nodes"]),
+                "best_variant": best["variant"], "epoch_time_s": float(best["epoch_time_s"]),
+                "samples_per_s": float(best["samples_per_s"]),
+                "baseline_variant": base["variant"], "baseline_world_size": w0,
+                "speedup": speedup, "efficiency": speedup * w0 / w,
+                "comm_share": _median(mine, "comm_share"),
+                "exposed_comm_share": _median(mine, "exposed_comm_share"),
+                "final_val_map_macro": _median(mine, "final_val_map_macro"),
+                "test_map_macro": _median(mine, "test_map_macro"),
+                "time_to_target_s": _median(mine, "time_to_target_s"),
+                "runner_up": at.iloc[1]["variant"] if len(at) > 1 else None,
+                "runner_up_ratio": float(at.iloc[1]["epoch_time_s"] / best["epoch_time_s"])
+                if len(at) > 1 else math.nan,
+                "variants_compared": len(at),
+            })
+    return pd.DataFrame(rows, columns=list(BEST_COLUMNS))
+
+
+#: Columns of headline.csv, in order.
+HEADLINE_COLUMNS: tuple[str, ...] = (
+    "variant", "mode", "largest_world_size", "epoch_time_s", "speedup", "efficiency",
+    "vs_fastest", "time_to_target_s", "final_val_map_macro", "points", "failed")
+
+
+def _at(row: pd.Series, col: str) -> float:
+    """A number of a row; NaN where the column is absent (a report of an older benscale)."""
+    return float(row[col]) if col in row and row[col] is not None else math.nan
+
+
+def headline(runs: pd.DataFrame, scaling: pd.DataFrame) -> pd.DataFrame:
+    """headline.csv: per variant and mode, what its largest measured scale gives: epoch time,
+    speedup and efficiency over the variant's own smallest scale, its epoch time relative to
+    the fastest variant there, time to the target accuracy and the final validation mAP."""
+    if scaling.empty or "variant" not in runs:
+        return pd.DataFrame(columns=list(HEADLINE_COLUMNS))
+    rows = []
+    for (variant, mode), sc in scaling.groupby(["variant", "mode"], sort=False):
+        top = sc.sort_values("world_size").iloc[-1]
+        w = int(top["world_size"])
+        peers = scaling[(scaling["mode"] == mode) & (scaling["world_size"] == w)]
+        mine = runs[(runs["variant"] == variant) & (runs["mode"] == mode)]
+        rows.append({
+            "variant": variant, "mode": mode, "largest_world_size": w,
+            "epoch_time_s": _at(top, "epoch_time_s_median"),
+            "speedup": _at(top, "speedup_median"),
+            "efficiency": _at(top, "efficiency_median"),
+            "vs_fastest": _at(top, "epoch_time_s_median")
+            / float(peers["epoch_time_s_median"].min()),
+            "time_to_target_s": _at(top, "time_to_target_s_median"),
+            "final_val_map_macro": _at(top, "final_val_map_macro_median"),
+            "points": len(mine), "failed": int((mine["status"] != "ok").sum()),
+        })
+    return pd.DataFrame(rows, columns=list(HEADLINE_COLUMNS))
+
+
+def variants_table(study: StudyResults) -> pd.DataFrame:
+    """What each variant is, as its completed runs recorded it (engine and version,
+    precision, ZeRO stage, how communication was timed), with its points' outcome."""
+    rows = []
+    planned = [v.name for v in study.doc.variants] or \
+        list(dict.fromkeys(r.point.variant for r in study.runs))
+    for name in planned:
+        recs = [r for r in study.runs if r.point.variant == name]
+        record = next((r.record for r in recs if r.ok and r.record), None) or \
+            next((r.record for r in recs if r.record), None)
+        settings = record.settings if record else None
+        rows.append({
+            "variant": name,
+            "engine": settings.engine if settings else None,
+            "engine_version": f"{record.engine.library} {record.engine.version}"
+            if record else None,
+            "precision": settings.precision if settings else None,
+            "zero_stage": settings.zero_stage if settings else None,
+            "grad_accumulation": record.batches.grad_accumulation if record else None,
+            "timing_method": record.timing.method if record else None,
+            "points": len(recs), "failed": sum(not r.ok for r in recs),
+        })
     return pd.DataFrame(rows)
