@@ -29,7 +29,7 @@ BIN = Path(sys.executable).parent
 EPOCHS = 2
 SETS = {"epochs": EPOCHS, "global_batch": 4, "limit_batches": 2, "workers": 0,
         "progress": "false", "seed": 11, "eval_batch_per_gpu": 16, "warmup_epochs": 0,
-        "checkpoint.keep_last": 1, "test_on": "last"}
+        "checkpoint.keep_last": 1, "test_on": "last", "threads": 1}
 
 
 def _train_args(shards: Path, out: Path, **overrides: object) -> list[str]:
