@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from benscale.errors import ConfigError
@@ -126,3 +128,24 @@ def test_nvidia_table_in_the_docs(system: str, x1: int, x8: int, batch: int,
     eff = eight.samples_per_s / (8 * one.samples_per_s)
     assert eff == pytest.approx(model_eff, abs=0.0005)
     assert eff > x8 / (8 * x1)  # communication alone does not explain NVIDIA's losses
+
+
+def test_measured_compute_of_a_system_replaces_the_study_workload(tmp_path: Path) -> None:
+    """A system file written by `python -m bench gpu` carries the GPU's measured step time per
+    sample; predictions for that system use it instead of the study's own (CPU) terms."""
+    path = tmp_path / "systems.yaml"
+    path.write_text("systems:\n  measured-h100:\n    description: 4x H100\n"
+                    "    gpus_per_node: 4\n    intra: {bandwidth_GBps: 230, latency_us: 8}\n"
+                    "    inter: {bandwidth_GBps: 80, latency_us: 10}\n"
+                    "    compute_s_per_sample: {fp32: 0.002, bf16: 0.0008}\n")
+    system = perfmodel.get_system("measured-h100", str(path))
+    assert system.compute_s_per_sample == {"fp32": 0.002, "bf16": 0.0008}
+    study_work = Workload(compute_s_per_sample=0.1, data_s_per_sample=0.01,
+                          optimizer_s_per_step=0.5, other_s_per_step=0.2)
+    work, note = perfmodel.workload_on(system, study_work, "bf16")
+    assert (work.compute_s_per_sample, work.optimizer_s_per_step, work.data_s_per_sample) == \
+        (0.0008, 0.0, 0.0)
+    assert "0.800 ms per sample measured on its GPU" in note
+    one = perfmodel.predict(system, work, nodes=1, batch_per_gpu=256, steps=10)
+    assert one.compute_s == pytest.approx(256 * 0.0008, rel=1e-12)
+    assert perfmodel.workload_on(system, study_work, "bf16-deepspeed") == (study_work, None)

@@ -134,7 +134,10 @@ def _variant(ok: pd.DataFrame, variant: str, settings: RunSettings,
     notes.append(f"calibrated on {base['point']} ({int(base['world_size'])} rank(s), "
                  f"steady epochs; precision {settings.precision}, engine {settings.engine})")
     measured = _measured(ok, system, work).assign(variant=variant)
-    preds = _scale_out(ok, [system, *inputs.extra_systems], work).assign(variant=variant)
+    preds = _scale_out(ok, [system, *inputs.extra_systems], work,
+                       settings.precision).assign(variant=variant)
+    notes += [note for s in inputs.extra_systems
+              if (note := perfmodel.workload_on(s, work, settings.precision)[1])]
     model = VariantModel(variant, system.name, perfmodel.assumptions(system, work), notes)
     return model, _first(measured, "variant"), _first(preds, "variant")
 
@@ -160,14 +163,16 @@ def _measured(ok: pd.DataFrame, system: System, work: Workload) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _scale_out(ok: pd.DataFrame, systems: list[System], work: Workload) -> pd.DataFrame:
+def _scale_out(ok: pd.DataFrame, systems: list[System], work: Workload,
+               precision: str) -> pd.DataFrame:
     rows = []
     for mode, g in ok.groupby("mode"):
         first = g.sort_values("world_size").iloc[0]
         batch = float(first["global_batch"] if mode == "strong" else first["batch_per_gpu"])
         samples = int(float(first["steps_per_epoch"]) * float(first["global_batch"]))
         for system in systems:
-            preds = perfmodel.scan(system, work, str(mode), batch, samples, MAX_GPUS)
+            on_system, _ = perfmodel.workload_on(system, work, precision)
+            preds = perfmodel.scan(system, on_system, str(mode), batch, samples, MAX_GPUS)
             t0 = preds[0].epoch_time_s if preds else math.nan
             x0 = preds[0].samples_per_s if preds else math.nan
             for p in preds:

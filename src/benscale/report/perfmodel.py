@@ -74,6 +74,10 @@ class System:
         data_rate_per_node_sps: the node's input pipeline limit in samples/s (None: none).
         calibrate_links: fit the bandwidth to the measured communication time.
         source: where the numbers come from.
+        compute_s_per_sample: a whole training step's time per sample measured on this
+            system's accelerator, per precision (``python -m bench gpu`` writes it); where
+            given it replaces the study's own compute, optimizer and data terms in
+            predictions for this system (empty: the study's measured workload is assumed).
     """
 
     name: str
@@ -85,6 +89,7 @@ class System:
     data_rate_per_node_sps: float | None = None
     calibrate_links: bool = False
     source: str = ""
+    compute_s_per_sample: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,6 +219,8 @@ def _system_from(name: str, spec: dict[str, Any]) -> System:
             data_rate_per_node_sps=spec.get("data_rate_per_node_sps"),
             calibrate_links=bool(spec.get("calibrate_links", False)),
             source=str(spec.get("source", "")),
+            compute_s_per_sample={str(k): float(v) for k, v in
+                                  (spec.get("compute_s_per_sample") or {}).items()},
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"system {name!r}: bad or missing field ({exc}); every system needs "
@@ -262,6 +269,20 @@ def calibrate(system: System, work: Workload, nodes: int, gpus_per_node: int,
     bw = volume / transfer
     return replace(system, intra=Link(bw, system.intra.latency_s),
                    inter=Link(bw, system.inter.latency_s))
+
+
+def workload_on(system: System, work: Workload, precision: str) -> tuple[Workload, str | None]:
+    """The workload for predictions on ``system``: its measured step time per sample for
+    ``precision`` where it has one (a bare step: compute, backward and optimizer; no data
+    wait), else the study's own; with a note saying which."""
+    measured = system.compute_s_per_sample.get(precision)
+    if measured is None:
+        return work, None
+    return (replace(work, compute_s_per_sample=measured, data_s_per_sample=0.0,
+                    optimizer_s_per_step=0.0, other_s_per_step=0.0,
+                    measured_world=1, threads_per_rank=1),
+            f"{system.name}: compute {measured * 1e3:.3f} ms per sample measured on its GPU "
+            f"({precision}; bench gpu), not the study's")
 
 
 def assumptions(system: System, work: Workload) -> list[str]:
