@@ -62,3 +62,42 @@ def test_quick_suite_writes_every_figure(repo_dir: Path, shared_dir: Path, tmp_p
     table = (tmp_path / "benchmarks.md").read_text()
     for name in benchmarks:
         assert f"<!-- bench:{name}:begin -->" in table
+
+
+def test_gpu_benchmark_refuses_a_machine_without_cuda(repo_dir: Path, tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the refusal is for machines without it")
+    docs = tmp_path / "benchmarks.md"
+    docs.write_text("# Benchmarks\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "gpu", "--out", str(tmp_path / "out"),
+         "--work", str(tmp_path / "work"), "--docs", str(docs)],
+        cwd=repo_dir, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert "no CUDA device here" in proc.stderr
+    (path,) = (tmp_path / "out").glob("*.json")
+    assert json.loads(path.read_text())["benchmarks"]["gpu"]["status"] == "unavailable"
+    assert docs.read_text() == "# Benchmarks\n"  # the recorded GPU figures stay as they were
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_gpu_benchmark_plumbing_on_the_cpu(repo_dir: Path, tmp_path: Path,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench gpu --device cpu --quick``: every figure of the GPU run, on the CPU (no docs)."""
+    monkeypatch.syspath_prepend(str(repo_dir))
+    keys = set(importlib.import_module("bench.gpu").KEYS)
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench", "gpu", "--device", "cpu", "--quick",
+         "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")],
+        cwd=repo_dir, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    (path,) = (tmp_path / "out").glob("*-quick.json")
+    bench = json.loads(path.read_text())["benchmarks"]["gpu"]
+    assert bench["status"] == "ok", bench.get("error")
+    assert set(bench["figures"]) == keys
+    for key, fig in bench["figures"].items():
+        assert all(math.isfinite(v) and v > 0 for v in _numbers(fig["ratio"])), key
