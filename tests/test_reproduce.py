@@ -5,6 +5,9 @@ short), its report, and its reproduction from the bundle."""
 
 from __future__ import annotations
 
+import os
+import sys
+
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,14 @@ def _config(repo: Path) -> dict[str, Any]:
     assert cfg["study"]["nodes"] == [1, 2] and cfg["study"]["gpus_per_node"] == 2
     cfg["train"]["set"] = {**cfg["train"]["set"], "limit_batches": 1, "limit_eval_batches": 1}
     return cfg
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _venv_launchers_on_path() -> Any:
+    """The venv's mpiexec first on PATH, as `make test` has it (and an activated venv)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PATH", f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        yield
 
 
 @pytest.fixture(scope="module")
