@@ -309,8 +309,8 @@ _META_TYPES = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTY
                tarfile.XGLTYPE, tarfile.SOLARIS_XHDTYPE)
 _LINK_TYPES = (tarfile.LNKTYPE, tarfile.SYMTYPE)
 _SPECIAL_TYPES = (tarfile.CHRTYPE, tarfile.BLKTYPE, tarfile.FIFOTYPE)
-#: Why a read came short: inside a member's header (True) or its data (False).
-_ENDS_INSIDE = {True: "the archive ends inside a member header (truncated)",
+#: Why a read came short: outside any member's data (True) or inside it (False).
+_ENDS_INSIDE = {True: "the archive ends between two members (truncated)",
                 False: "the archive ends inside this member's data (truncated)"}
 
 
@@ -387,8 +387,9 @@ class TarReader:
         if entry is None or not self._data_left:
             raise ValueError("read() is for the current member's data, once")
         data = self._take(entry.size, entry.name)
-        self._skip(self._unread - entry.size, entry.name)
-        self._unread, self._data_left = 0, False
+        padding, self._unread, self._data_left = self._unread - entry.size, 0, False
+        self.last, self._current = entry.name, None  # whole, whatever follows
+        self._skip(padding, None)
         return data
 
     # ------------------------------------------------------------------ internals
@@ -417,7 +418,8 @@ class TarReader:
         self._pos += n
         return data
 
-    def _skip(self, n: int, member: str) -> None:
+    def _skip(self, n: int, member: str | None) -> None:
+        """Pass over ``n`` bytes: the data of ``member``, or padding (None)."""
         while n > 0:
             have = len(self._buf) - self._pos
             if have >= n:
@@ -426,7 +428,7 @@ class TarReader:
             n -= have
             self._buf, self._pos = b"", 0
             if not self._fill(min(n, self._chunk), member):
-                raise TarCutError(member, self.last, _ENDS_INSIDE[False])
+                raise TarCutError(member, self.last, _ENDS_INSIDE[member is None])
 
     def _header(self) -> Entry | None:
         """The next member's header (with its long-name and pax headers applied)."""
@@ -530,9 +532,9 @@ def _pax_records(data: bytes) -> dict[str, str]:
 
 # ---------------------------------------------------------------------------- refusals
 def is_absolute(name: str) -> bool:
-    """An absolute member name (a leading slash or backslash, a drive): never part of a
-    published tar."""
-    return name.startswith(("/", "\\")) or Path(name).is_absolute()
+    """An absolute member name (a leading slash or backslash): never part of a published
+    tar; a plain string test, as it runs for each of millions of members."""
+    return name.startswith(("/", "\\"))
 
 
 def refusal(entry: Entry) -> str | None:
