@@ -19,7 +19,7 @@ stream, and every patch waits until then.
 **Memory.** The raw bytes of patches not yet handed to a worker are kept in memory up to
 ``--stream-buffer-mb``; past it they are appended to ONE scratch file in the output folder
 (``.benscale-stream-spill``, deleted at the end), from which the workers read them back.
-At most two shards per worker are in flight. docs/shards.md states the bound.
+At most ``workers + 2`` shards are in flight. docs/shards.md states the bound.
 """
 
 from __future__ import annotations
@@ -74,8 +74,9 @@ from benscale.files.shards import ShardReceipt
 #: that leaves room for shards whose patches are spread further, and is small beside the
 #: memory of a compute node.
 DEFAULT_BUFFER_MB = 2048
-#: Shards handed to each worker process before the reader waits for one to finish.
-IN_FLIGHT_PER_WORKER = 2
+#: Shards handed out beyond one per worker before the reader waits for one to finish: the
+#: next shard is ready when a worker frees up, and the raw bytes held stay bounded.
+IN_FLIGHT_EXTRA = 2
 #: The scratch file of raw member bytes past the buffer (in the output folder).
 SPILL_NAME = ".benscale-stream-spill"
 #: Bit of the labels JSON in a v1 folder's ``present`` mask (bands are bits 0-11).
@@ -195,7 +196,7 @@ class _Dispatcher:
         if self._pool is None:
             self._done(extract_shard(*args))
             return
-        while len(self._pending) >= IN_FLIGHT_PER_WORKER * self.opts.workers:
+        while len(self._pending) >= self.opts.workers + IN_FLIGHT_EXTRA:
             self._collect(block=True)
         self._pending.add(self._pool.submit(extract_shard, *args))
 
@@ -685,7 +686,7 @@ def extract_stream(opts: ExtractOptions, so: StreamOptions) -> dict[str, Any]:
         "members_after_patch_done": run.late_members,
         "rejected": scan.rejected, "excluded_counts": report["excluded_counts"],
         "buffer_mb": so.buffer_mb, "peak_buffered_mb": round(run.peak / 2**20, 1),
-        "shards_in_flight_max": IN_FLIGHT_PER_WORKER * opts.workers if opts.workers > 1 else 1,
+        "shards_in_flight_max": opts.workers + IN_FLIGHT_EXTRA if opts.workers > 1 else 1,
     })
     return {"result": result, "stream": facts}
 

@@ -31,9 +31,8 @@ import tempfile
 import threading
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 import zstandard
 from tqdm import tqdm
@@ -314,9 +313,11 @@ _ENDS_INSIDE = {True: "the archive ends between two members (truncated)",
                 False: "the archive ends inside this member's data (truncated)"}
 
 
-@dataclass(frozen=True)
-class Entry:
-    """One member of the tar: its name as stored, type flag, data size and link target."""
+class Entry(NamedTuple):
+    """One member of the tar: its name as stored, type flag, data size and link target.
+
+    A named tuple: one is made per member, millions per archive.
+    """
 
     name: str
     type: bytes
@@ -336,7 +337,10 @@ class Entry:
     @property
     def path(self) -> str:
         """The name normalised (no ``./``, no trailing ``/``): where unpacking puts it."""
-        return posixpath.normpath(self.name)
+        name = self.name
+        if name.startswith(".") or "/." in name or "//" in name or name.endswith("/"):
+            return posixpath.normpath(name)
+        return name  # already normal: the common case, without normpath's work
 
 
 class TarCutError(Exception):
@@ -412,11 +416,13 @@ class TarReader:
         return have >= need
 
     def _take(self, n: int, member: str | None) -> bytes:
-        if not self._fill(n, member):
-            raise TarCutError(member, self.last, _ENDS_INSIDE[member is None])
-        data = self._buf[self._pos:self._pos + n]
-        self._pos += n
-        return data
+        pos = self._pos
+        if len(self._buf) - pos < n:  # refill only when short (the rare case)
+            if not self._fill(n, member):
+                raise TarCutError(member, self.last, _ENDS_INSIDE[member is None])
+            pos = self._pos
+        self._pos = pos + n
+        return self._buf[pos:pos + n]
 
     def _skip(self, n: int, member: str | None) -> None:
         """Pass over ``n`` bytes: the data of ``member``, or padding (None)."""
@@ -435,15 +441,17 @@ class TarReader:
         longname = longlink = None
         pax: dict[str, str] = {}
         while True:
-            if not self._fill(tarfile.BLOCKSIZE, None):
+            if len(self._buf) - self._pos < tarfile.BLOCKSIZE \
+                    and not self._fill(tarfile.BLOCKSIZE, None):
                 if len(self._buf) == self._pos:
                     if self.members == 0:
                         return None  # not one byte: the caller says "empty"
                     raise TarCutError(None, self.last, "the archive ends without its "
-                                 "end-of-archive marker (truncated after this member)")
+                                      "end-of-archive marker (truncated after this member)")
                 raise TarCutError(None, self.last, _ENDS_INSIDE[True])
-            hdr = self._buf[self._pos:self._pos + tarfile.BLOCKSIZE]
-            self._pos += tarfile.BLOCKSIZE
+            pos = self._pos
+            hdr = self._buf[pos:pos + tarfile.BLOCKSIZE]
+            self._pos = pos + tarfile.BLOCKSIZE
             if hdr == ZERO_BLOCK:
                 return None
             size = _checked_size(hdr, self.last)
@@ -509,7 +517,7 @@ def _checked_size(hdr: bytes, after: str | None) -> int:
             size = int(field.split(b"\0", 1)[0].strip() or b"0", 8)
     except ValueError as exc:
         raise TarCutError(None, after, f"corrupt member header ({exc})") from None
-    unsigned = 256 + sum(hdr) - sum(hdr[148:156])
+    unsigned = 256 + sum(hdr) - sum(hdr[148:156])  # the checksum field counts as spaces
     if stored != unsigned:
         signed = unsigned - 256 * sum(1 for i, b in enumerate(hdr) if b > 127
                                       and not 148 <= i < 156)
