@@ -31,7 +31,8 @@ from bench.common import (
 )
 
 #: Benchmarks in the order ``all`` runs them; main_job (minutes) last.
-BENCHMARKS: tuple[str, ...] = ("index_build", "extract", "loader", "train_step", "main_job")
+BENCHMARKS: tuple[str, ...] = ("index_build", "extract", "stream_extract", "loader", "train_step",
+                                "main_job")
 
 
 class UnavailableError(RuntimeError):
