@@ -70,7 +70,7 @@ from benscale.files.index import INDEX_FILE, write_index
 from benscale.files.shards import ShardReceipt
 
 #: Default of ``--stream-buffer-mb``: a tar in path order keeps about one shard per split
-#: open (3 x 1,000 patches x ~170 kB = ~0.5 GB with the default shard size); four times
+#: open (3 x 1,000 patches x ~165 kB = ~0.5 GB with the default shard size); four times
 #: that leaves room for shards whose patches are spread further, and is small beside the
 #: memory of a compute node.
 DEFAULT_BUFFER_MB = 2048
