@@ -162,3 +162,21 @@ def test_decompressor_choice(tmp_path: Path) -> None:
         with pytest.raises(ConfigError, match="not installed"):
             choose_decompressor(gz, "isal")
     assert os.path.getsize(zst) == 0
+
+
+def test_a_corrupt_header_is_a_cut_after_the_last_good_member(tmp_path: Path) -> None:
+    plain = build(tmp_path / "a.tar", tarfile.PAX_FORMAT)
+    with tarfile.open(plain) as tar:
+        members = tar.getmembers()
+    data = bytearray(plain.read_bytes())
+    data[members[2].offset + 10] ^= 0x55  # a byte of the 3rd member's (pax) header name
+    bad = tmp_path / "bad.tar"
+    bad.write_bytes(bytes(data))
+    with open_stream(bad, progress=False) as stream:
+        reader = TarReader(stream)
+        with pytest.raises(TarCutError) as err:
+            for e in reader:
+                if e.isfile:
+                    reader.read()
+    assert err.value.member is None and err.value.after == members[1].name
+    assert "corrupt" in err.value.cause

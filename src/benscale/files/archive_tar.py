@@ -463,13 +463,16 @@ class TarReader:
                 elif kind == tarfile.GNUTYPE_LONGLINK:
                     longlink = _text(data.split(b"\0", 1)[0])
                 elif kind == tarfile.XGLTYPE:
-                    self._global.update(_pax_records(data))
+                    self._global.update(_pax_records(data, self.last))
                 else:
-                    pax.update(_pax_records(data))
+                    pax.update(_pax_records(data, self.last))
                 continue
             if kind == tarfile.GNUTYPE_SPARSE and hdr[482]:
                 self._skip_sparse_map()
-            return self._entry(hdr, kind, size, longname, longlink, {**self._global, **pax})
+            merged = {**self._global, **pax}
+            if not merged.get("size", "0").isdigit():
+                raise TarCutError(None, self.last, "corrupt pax header (size)")
+            return self._entry(hdr, kind, size, longname, longlink, merged)
 
     def _skip_sparse_map(self) -> None:
         """GNU sparse members may carry extension blocks of their map after the header."""
@@ -526,15 +529,20 @@ def _checked_size(hdr: bytes, after: str | None) -> int:
     return size
 
 
-def _pax_records(data: bytes) -> dict[str, str]:
+def _pax_records(data: bytes, after: str | None) -> dict[str, str]:
     """The ``<length> <key>=<value>`` records of a pax extended header."""
     out, pos = {}, 0
-    while pos < len(data) and data[pos:pos + 1] not in (b"", b"\0"):
-        space = data.index(b" ", pos)
-        length = int(data[pos:space])
-        key, _, value = data[space + 1:pos + length - 1].partition(b"=")
-        out[key.decode("utf-8", "surrogateescape")] = _text(value)
-        pos += length
+    try:
+        while pos < len(data) and data[pos:pos + 1] not in (b"", b"\0"):
+            space = data.index(b" ", pos)
+            length = int(data[pos:space])
+            if length <= space - pos:
+                raise ValueError(f"record length {length}")
+            key, _, value = data[space + 1:pos + length - 1].partition(b"=")
+            out[key.decode("utf-8", "surrogateescape")] = _text(value)
+            pos += length
+    except ValueError as exc:
+        raise TarCutError(None, after, f"corrupt pax header ({exc})") from None
     return out
 
 
