@@ -28,6 +28,7 @@ from typing import Any
 
 from benscale.atomic import write_json, write_text
 from benscale.provenance import git_commit, machine, package_versions
+from benscale.typed import to_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BENSCALE_SHARED", REPO.parent / "shared"))
@@ -211,9 +212,9 @@ def run_record(quick: bool) -> dict[str, Any]:
     return {
         "date_utc": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": quick,
-        "machine": machine(),
+        "machine": to_mapping(machine()),
         "load_avg_1_5_15_at_start": list(os.getloadavg()),
-        "git": git_commit(REPO),
+        "git": to_mapping(git_commit(REPO)),
         "packages": package_versions(tuple(dict.fromkeys(
             ("benscale", "torch", "torchvision", "deepspeed", "numpy", "netCDF4", "rasterio",
              "xarray", "pandas", "pyarrow", "snakemake", *BENCH_PACKAGES)))),
