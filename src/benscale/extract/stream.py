@@ -59,6 +59,7 @@ from benscale.files.archive_index import (
     report_json,
 )
 from benscale.files.archive_tar import (
+    Entry,
     TarCutError,
     TarReader,
     cut_entry,
@@ -341,7 +342,7 @@ class StreamPass:
             return {"decompressor": stream.name, "archive_bytes": stream.compressed_bytes,
                     "tar_bytes": stream.bytes_out, "members": count}
 
-    def _member(self, entry: Any, reader: TarReader) -> None:
+    def _member(self, entry: Entry, reader: TarReader) -> None:
         """Route one member: a patch's file, a folder, or the metadata/lists."""
         parts = entry.path.split("/")
         top, depth = parts[0], len(parts)
@@ -363,7 +364,7 @@ class StreamPass:
         elif depth == 2 and top == V1_LISTS_DIR and entry.isfile:
             self.inside[entry.path] = reader.read()
 
-    def _v1_member(self, entry: Any, parts: list[str], depth: int, reader: TarReader) -> None:
+    def _v1_member(self, entry: Entry, parts: list[str], depth: int, reader: TarReader) -> None:
         if depth < 2 or (depth == 2 and not entry.isdir):
             return
         name = parts[1]
@@ -385,7 +386,7 @@ class StreamPass:
         elif rest[:1] == "_" and rest[1:] in _BAND_FILES:
             self._present(folder, entry, _BAND_FILES[rest[1:]], rest[1:-4], reader)
 
-    def _v2_member(self, entry: Any, parts: list[str], depth: int, reader: TarReader) -> None:
+    def _v2_member(self, entry: Entry, parts: list[str], depth: int, reader: TarReader) -> None:
         if depth < 3 or (depth == 3 and not entry.isdir):
             return
         pid = parts[2]
@@ -398,7 +399,7 @@ class StreamPass:
             if rest[:1] == "_" and rest[1:] in _BAND_FILES:
                 self._present(folder, entry, _BAND_FILES[rest[1:]], rest[1:-4], reader)
 
-    def _present(self, folder: _Folder, entry: Any, bit: int, band: str | None = None,
+    def _present(self, folder: _Folder, entry: Entry, bit: int, band: str | None = None,
                  reader: TarReader | None = None) -> None:
         """A file of ``folder`` went by: note it, keep its bytes if the patch may be
         indexed, and settle the patch once complete."""

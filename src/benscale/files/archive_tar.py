@@ -11,9 +11,9 @@ zstandard, which release the GIL while they inflate. The archive file is fed to 
 large blocks by a thread that also drives the progress bar.
 
 :class:`TarReader` parses the headers itself (ustar, GNU long names, pax) with a few slices
-and one checksum per header: :mod:`tarfile` spends tens of microseconds of Python per
-header, which for the 7 million members of a BigEarthNet release would be minutes of the
-one thread every patch goes through (docs/benchmarks.md, "stream_extract").
+and one checksum per header: :mod:`tarfile`'s much longer Python path per header, run for
+each of the millions of members of a BigEarthNet release, would make the one thread every
+patch goes through the bottleneck (docs/shards.md, "Streaming from the archive").
 """
 
 from __future__ import annotations
