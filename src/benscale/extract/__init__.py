@@ -133,8 +133,8 @@ def extract_archive(opts: ExtractOptions, stream: StreamOptions) -> dict:
     started = time.perf_counter()
     if not is_tar(stream.archive):
         raise ArchiveError(f"{stream.archive}: not a .tar/.tar.gz/.tar.zst archive")
-    done = extract_stream(opts, stream)
-    result, facts = done["result"], done["stream"]
+    result = extract_stream(opts, stream)
+    facts = result.facts
     receipts = sorted(result.receipts, key=lambda r: (SPLITS.index(r.split), r.number))
     if opts.strict:
         fail_on_rejections(receipts)

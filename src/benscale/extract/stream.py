@@ -52,6 +52,7 @@ from benscale.extract.read import BandData, ShardBytes
 from benscale.extract.write import extract_shard, warm_up
 from benscale.files import archive_v1, archive_v2
 from benscale.files.archive_index import (
+    INGEST_REPORT_FILE,
     ScanResult,
     build_table,
     ingest_report,
@@ -656,21 +657,21 @@ class _StreamFolders:
             yield rel.split("/", 1)[0], folder.name, folder.path
 
 
-def extract_stream(opts: ExtractOptions, so: StreamOptions) -> dict[str, Any]:
-    """Run the pass; write index.parquet, ingest-report.json, then return the facts for
-    extract-report.json (the caller writes stats, manifest and report)."""
+def extract_stream(opts: ExtractOptions, so: StreamOptions) -> StreamResult:
+    """Run the pass; write index.parquet and ingest-report.json; return the receipts and
+    the facts for extract-report.json (the caller writes stats, manifest and report)."""
     started = time.perf_counter()
     run = StreamPass(opts, so)
     result = run.run()
     facts = result.facts
     if run.stopped:  # --strict stopped the pass at a rejected patch
-        return {"result": result, "stream": facts}
+        return result
     scan = run.index()
     table = build_table(scan.columns)
     report = ingest_report(str(so.archive), run.fmt, scan, table, True)
     report["ingest_time_s"] = round(time.perf_counter() - started, 3)
     so.index_out.mkdir(parents=True, exist_ok=True)
-    report_path = so.index_out / "ingest-report.json"
+    report_path = so.index_out / INGEST_REPORT_FILE
     write_text(report_path, report_json(report))
     if opts.strict and scan.rejected:
         first = scan.rejected[0]
@@ -689,7 +690,7 @@ def extract_stream(opts: ExtractOptions, so: StreamOptions) -> dict[str, Any]:
         "buffer_mb": so.buffer_mb, "peak_buffered_mb": round(run.peak / 2**20, 1),
         "shards_in_flight_max": opts.workers + IN_FLIGHT_EXTRA if opts.workers > 1 else 1,
     })
-    return {"result": result, "stream": facts}
+    return result
 
 
 def _check_plan(plans: list[ShardPlan], table: Any, shard_size: int) -> None:
