@@ -185,7 +185,15 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     floors = _decompressor_floors(archive, n, ctx)
     indexed = sum(json.loads((ctx.work / "stream-out" / "ingest-report.json").read_text())
                   ["counts"].values())
-    projection = project(rates["floor"], stream.cpu_s[-ctx.repeats:], decode_rates, n)
+    # The main process's fixed cost (pool, metadata, index) from a small archive's runs, so
+    # that only the per-patch part is scaled to the full archive.
+    n0 = ctx.size(8, 100)
+    small = StreamRun(Setup(v2_release(ctx.work / f"v2-release-{n0}", n0),
+                            ctx.work / "stream-small", workers, shard, n0))
+    measure_group({"small": small.workload()}, ctx.repeats, 0)
+    fixed = MainCost(n0, sorted(small.cpu_s)[len(small.cpu_s) // 2])
+    projection = project(rates["floor"], [fixed.full(c, n) for c in
+                                          stream.cpu_s[-ctx.repeats:]], decode_rates, n)
     unpack_s_per_file = sorted(unpack.ingest_s)[len(unpack.ingest_s) // 2] / unpacked_files
     unit = "patches/s"
     figures = [
@@ -216,7 +224,8 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     details: dict[str, Any] = {
         "patches": n, "indexed": indexed, "shard_size": shard, "workers": workers,
         "archive_bytes": archive.stat().st_size, "stream_facts": facts,
-        "stream_main_cpu_s": stream.cpu_s, "ingest_unpack_s": unpack.ingest_s,
+        "stream_main_cpu_s": stream.cpu_s, "stream_main_cpu_s_small": small.cpu_s,
+        "small_patches": n0, "ingest_unpack_s": unpack.ingest_s,
         "unpack_s_per_file": unpack_s_per_file,
         "decode_patches_per_s_one_core": decode_rates,
         "decompressor_floors_patches_per_s": floors, "projection": projection,
@@ -240,7 +249,21 @@ def _decompressor_floors(archive: Path, n: int, ctx: Context) -> dict[str, float
     return {k: round(sorted(v)[len(v) // 2], 1) for k, v in rates.items()}
 
 
-def project(floor: list[float], main_cpu_s: list[float], decode: list[float],
+@dataclass(frozen=True)
+class MainCost:
+    """The stream's main-process CPU seconds on a small archive of ``n0`` patches."""
+
+    n0: int
+    cpu0: float
+
+    def full(self, cpu: float, n: int) -> float:
+        """CPU seconds for the full archive, from ``cpu`` on ``n`` patches: the per-patch
+        slope between the two sizes scaled to the release, plus the fixed part once."""
+        slope = max(cpu - self.cpu0, 0.0) / (n - self.n0)
+        return max(self.cpu0 - slope * self.n0, 0.0) + slope * V2_PATCHES
+
+
+def project(floor: list[float], main_full_s: list[float], decode: list[float],
             n: int) -> dict[str, Any]:
     """Minutes for the full v2 archive on one node, per repeat, from the measured parts.
 
@@ -251,8 +274,8 @@ def project(floor: list[float], main_cpu_s: list[float], decode: list[float],
     scale = V2_PATCHES / n
     decoders = NODE_CORES - 2
     minutes, parts = [], []
-    for f, cpu, d in zip(floor, main_cpu_s, decode, strict=False):
-        stages = {"decompress": scale * n / f, "main process": scale * cpu,
+    for f, main, d in zip(floor, main_full_s, decode, strict=False):
+        stages = {"decompress": scale * n / f, "main process": main,
                   "decode": V2_ROWS / (decoders * d)}
         parts.append({k: round(v, 1) for k, v in stages.items()})
         minutes.append(max(stages.values()) / 60)
