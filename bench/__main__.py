@@ -33,7 +33,8 @@ from bench.common import (
 )
 
 #: Benchmarks in the order ``all`` runs them; main_job (minutes) last.
-BENCHMARKS: tuple[str, ...] = ("index_build", "extract", "loader", "train_step", "main_job")
+BENCHMARKS: tuple[str, ...] = ("index_build", "extract", "stream_extract", "loader", "train_step",
+                                "main_job")
 #: Benchmarks that need hardware this machine may lack; never part of ``all``.
 HARDWARE_BENCHMARKS: tuple[str, ...] = ("gpu",)
 

@@ -8,22 +8,30 @@ files (not links), so the page cache holds N distinct patches as it would for N 
 Also here: a big v1 folder TREE for the index-build benchmark, whose band files and JSON
 are hard links to the real sample files (50,000 folders x 13 files would otherwise be
 ~10 GB); the tree has exactly the structure and names ingest walks.
+
+And a synthetic v2 RELEASE (``BigEarthNet-S2.tar.zst`` with metadata.parquet beside it) for
+the streaming benchmark, which needs the v2 layout inside a tar; its GeoTIFFs come from
+``benscale synth`` (GDAL-written, the real files' sizes and layout).
 """
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import re
 import shutil
+import tarfile
 from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
+import zstandard
 
 from bench.common import SHARED
 from benscale.atomic import write_text
 from benscale.bigearthnet import BAND_NAMES, label_tables
+from benscale.cli import main
 
 SAMPLES = SHARED / "bigearthnet" / "samples" / "v1" / "BigEarthNet-v1.0"
 V2_REFERENCE = SHARED / "bigearthnet" / "reference" / "v2"
@@ -153,3 +161,37 @@ def v2_metadata_slice(root: Path, rows: int) -> Path:
         # pyarrow, not pandas: keeps the official schema (string, not large_string).
         pq.write_table(pq.read_table(V2_REFERENCE / name).slice(0, rows), root / name)
     return root
+
+
+def v2_release(root: Path, n: int, seed: int = 1) -> Path:
+    """A synthetic v2 release of ``n`` patches laid out as reBEN ships it; returns the
+    archive ``root/release/BigEarthNet-S2.tar.zst``.
+
+    ``benscale synth --format v2`` writes the patches (GeoTIFFs in the layout of the real
+    files: GDAL-written, uncompressed uint16 strips, the real sizes); the tar holds
+    ``BigEarthNet-S2/`` in path order, zstd level 3 (the CLI's default), and
+    ``metadata.parquet`` with the snow/cloud parquet sit beside it. A ``.tar.gz`` of the same
+    tar (gzip level 6, the default) is written beside it for the gzip decompressors.
+    """
+    release = root / "release"
+    archive = release / "BigEarthNet-S2.tar.zst"
+    if _is_cached(root, n):
+        return archive
+    shutil.rmtree(root, ignore_errors=True)
+    if main(["synth", "--format", "v2", "--patches", str(n), "--seed", str(seed), "--out",
+             str(root / "synth")]) != 0:
+        raise RuntimeError("benscale synth failed")
+    release.mkdir(parents=True)
+    plain = release / "BigEarthNet-S2.tar"
+    with tarfile.open(plain, "w") as tar:  # tarfile adds a folder's entries sorted
+        tar.add(root / "synth" / "BigEarthNet-S2", arcname="BigEarthNet-S2")
+    with plain.open("rb") as src, archive.open("wb") as dst:
+        zstandard.ZstdCompressor(level=3).copy_stream(src, dst)
+    with plain.open("rb") as src, gzip.open(release / "BigEarthNet-S2.tar.gz", "wb") as dst:
+        shutil.copyfileobj(src, dst, 1 << 20)
+    plain.unlink()
+    for parquet in (root / "synth").glob("*.parquet"):
+        shutil.copy(parquet, release / parquet.name)
+    shutil.rmtree(root / "synth")
+    (root / ".complete").write_text(str(n))
+    return archive

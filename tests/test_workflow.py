@@ -194,3 +194,43 @@ def reproduce_in_scrubbed_environment(workdir: Path, study_dir: Path) -> None:
                              capture_output=True, text=True, timeout=300, check=False)
     assert missing.returncode == 2
     assert "mpiexec: not found on PATH" in missing.stderr and "--launcher" in missing.stderr
+
+
+def test_a_tar_archive_is_streamed_by_one_extract_rule(tmp_path: Path) -> None:
+    """data.archive naming a .tar* file: one `benscale extract ARCHIVE` job (no ingest, no
+    unpacking) writes the index and the shards; a folder keeps ingest + extract."""
+    import tarfile
+
+    from conftest import run_cli
+
+    v2 = tmp_path / "synth"
+    run_cli("synth", "--format", "v2", "--patches", 24, "--seed", 1, "--out", v2)
+    release = tmp_path / "release"
+    release.mkdir()
+    archive = release / "BigEarthNet-S2.tar"
+    with tarfile.open(archive, "w") as tar:
+        tar.add(v2 / "BigEarthNet-S2", arcname="BigEarthNet-S2")
+    for parquet in v2.glob("*.parquet"):
+        (release / parquet.name).write_bytes(parquet.read_bytes())
+    config = write_config(tmp_path / "c.yaml", {"data": {"archive": str(archive),
+                                                         "extract": {"shard_size": 8}}})
+    work = tmp_path / "work"
+    work.mkdir()
+    proc = snakemake(work, "-n", "-p", configfiles=(TINY, config))
+    out = output_of(proc)
+    assert proc.returncode == 0, out
+    assert parse_dry_run_jobs(out, "extract") and not parse_dry_run_jobs(out, "ingest")
+    assert f"benscale extract {archive} --out results/data/shards --index-out " \
+           "results/data/index" in out
+    target = "results/data/shards/manifest.json"
+    proc = snakemake(work, "--cores", "1", target, configfiles=(TINY, config))
+    assert proc.returncode == 0, output_of(proc)[-3000:]
+    data = work / "results" / "data"
+    assert (data / "index" / "index.parquet").is_file()
+    assert json.loads((data / "shards" / "extract-report.json").read_text())["stream"][
+        "plan"] == "metadata.parquet beside the archive"
+    assert not list(data.rglob("*.tif"))
+    folder = write_config(tmp_path / "f.yaml", {"data": {"archive": str(v2)}})
+    (tmp_path / "work2").mkdir()
+    proc = snakemake(tmp_path / "work2", "-n", configfiles=(TINY, folder))
+    assert parse_dry_run_jobs(output_of(proc), "ingest"), output_of(proc)

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Install the Debian packages the test suite needs, if missing: Slurm + munge (the real-Slurm
-# tests start slurmctld/slurmd on localhost) and chromium (the report opens in a real browser).
+# tests start slurmctld/slurmd on localhost), chromium (the report opens in a real browser),
+# and zstd + pigz (`benscale extract ARCHIVE` decompresses through them when present; without
+# them it falls back to Python's decompressors, slower).
 # Never lets the packages' maintainer scripts start services.
 set -euo pipefail
-PKGS="slurmctld slurmd slurm-client munge chromium"
+PKGS="slurmctld slurmd slurm-client munge chromium zstd pigz"
 missing=""
 for p in $PKGS; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing="$missing $p"

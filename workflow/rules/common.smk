@@ -10,6 +10,7 @@ from snakemake.logging import logger
 from snakemake.utils import validate
 
 from benscale.errors import BenscaleError
+from benscale.files.archive import TAR_SUFFIXES
 from benscale.files.batches import MODES
 from benscale.study import (
     StudyConfig,
@@ -64,9 +65,26 @@ def all_targets():
 
 
 # --------------------------------------------------------------------------- data
+def streams_archive():
+    """Whether the configured archive is a .tar* file, read as one stream by `benscale
+    extract` (no ingest rule, nothing unpacked); a folder goes through ingest + extract."""
+    return str(config["data"]["archive"] or "").endswith(tuple(TAR_SUFFIXES))
+
+
 def archive_input(wildcards):
     """The configured archive, or the synthetic one (which makes `synth` run)."""
     return config["data"]["archive"] or SYNTH_ARCHIVE
+
+
+def stream_args(wildcards):
+    """Format, official lists and streaming options of `benscale extract ARCHIVE`."""
+    data = config["data"]
+    args = ["--format", data["format"],
+            "--stream-buffer-mb", str(data["extract"]["stream_buffer_mb"]),
+            "--decompressor", data["extract"]["decompressor"]]
+    if data["v1_lists"]:
+        args += ["--v1-lists", data["v1_lists"]]
+    return shlex.join(args)
 
 
 def ingest_args(wildcards, input):

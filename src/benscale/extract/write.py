@@ -20,7 +20,13 @@ from benscale.atomic import write_json
 from benscale.bigearthnet import BAND_NAMES, SPLITS, label_tables
 from benscale.errors import DataError
 from benscale.extract.plan import ExtractOptions, ShardPlan
-from benscale.extract.read import RESAMPLING, labels43_of, read_patches
+from benscale.extract.read import (
+    RESAMPLING,
+    ShardBytes,
+    band_reading,
+    labels43_of,
+    read_patches,
+)
 from benscale.extract.stats import band_moments, band_stats
 from benscale.files.shards import (
     REPORT_NAME,
@@ -76,13 +82,19 @@ def _extract_all(plans: list[ShardPlan], opts: ExtractOptions) -> Iterator[Shard
 
 
 def extract_shard(plan: ShardPlan, out: Path, resampling: str, compression: str,
-                  strict: bool) -> ShardReceipt:
+                  strict: bool, sources: ShardBytes | None = None) -> ShardReceipt:
     """Worker task: read the plan's patches, write the shard atomically, return its receipt.
 
     Bad patches are left out (listed in the receipt), so reflectance and labels stay
-    aligned. In strict mode a shard with a bad patch is not written at all.
+    aligned. In strict mode a shard with a bad patch is not written at all. ``sources``:
+    the band files' bytes from the archive stream (``benscale extract ARCHIVE``).
     """
-    ids, reflectance, labels, rejected = read_patches(plan, RESAMPLING[resampling])
+    try:
+        ids, reflectance, labels, rejected = read_patches(plan, RESAMPLING[resampling],
+                                                          sources)
+    finally:
+        if sources is not None:
+            sources.close()
     labels43 = labels43_of(plan, ids)
     band_sum, band_sumsq, pixels = band_moments(reflectance)
     path, sha256, size_bytes = None, None, 0
@@ -103,13 +115,24 @@ def extract_shard(plan: ShardPlan, out: Path, resampling: str, compression: str,
     return receipt
 
 
+def warm_up() -> int:
+    """Worker task run first: the imports and GDAL's start-up, while the stream is read."""
+    with band_reading():
+        pass
+    return multiprocessing.current_process().pid or 0
+
+
 def write_outputs(opts: ExtractOptions, receipts: list[ShardReceipt], written: list[str],
-                  removed: list[str], elapsed_s: float) -> None:
-    """stats.json, manifest.json and extract-report.json, each atomically."""
+                  removed: list[str], elapsed_s: float,
+                  stream: dict[str, Any] | None = None) -> None:
+    """stats.json, manifest.json and extract-report.json, each atomically; ``stream``: the
+    facts of a pass over an archive, for the report."""
     band_stats(receipts, opts.resampling).write(opts.out)
     build_manifest(receipts, opts).write(opts.out)
-    write_json(opts.out / REPORT_NAME, build_report(receipts, opts, written, removed,
-                                                   elapsed_s))
+    report = build_report(receipts, opts, written, removed, elapsed_s)
+    if stream is not None:
+        report["stream"] = stream
+    write_json(opts.out / REPORT_NAME, report)
 
 
 def build_manifest(receipts: list[ShardReceipt], opts: ExtractOptions) -> Manifest:

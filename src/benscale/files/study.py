@@ -83,12 +83,15 @@ class SynthSection:
 
 @dataclass(frozen=True)
 class ExtractSection:
-    """``data.extract``: the options of ``benscale extract``."""
+    """``data.extract``: the options of ``benscale extract`` (the last two for a .tar*
+    archive read as one stream; defaults for study configs written before them)."""
 
     shard_size: int
     workers: int
     resampling: str
     compression: str
+    stream_buffer_mb: int = 2048
+    decompressor: str = "auto"
 
 
 @dataclass(frozen=True)

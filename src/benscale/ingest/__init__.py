@@ -14,31 +14,31 @@ decoding pixels is ``benscale extract``'s job. Details and the split rule: docs/
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 from benscale.atomic import write_text
-from benscale.bigearthnet import SPLITS
 from benscale.errors import ArchiveError, BadPatchError
 from benscale.files.archive import detect_layout, is_tar
-from benscale.files.index import INDEX_FILE, write_index
-from benscale.ingest.common import (
+from benscale.files.archive_index import (
     DETERMINISTIC_SHARES,
-    ScanResult,
+    INGEST_REPORT_FILE,
     build_table,
-    counts_by_split,
     deterministic_split,
+    ingest_report,
+    report_json,
 )
+from benscale.files.archive_v1 import V1Lists, read_v1_lists
+from benscale.files.index import INDEX_FILE, write_index
 from benscale.ingest.unpack import Unpacked, unpack
-from benscale.ingest.v1 import V1Lists, read_v1_lists, scan_v1
+from benscale.ingest.v1 import scan_v1
 from benscale.ingest.v2 import scan_v2
 
 __all__ = ["DETERMINISTIC_SHARES", "V1Lists", "configure_parser", "deterministic_split",
            "ingest", "read_v1_lists", "run"]
 
-REPORT_FILE = "ingest-report.json"
+REPORT_FILE = INGEST_REPORT_FILE
 
 
 def configure_parser(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +106,7 @@ def ingest(archive: Path, out: Path, fmt: str = "auto", v1_lists: Path | None = 
         result = scan_v2(layout.patches_dir, layout.metadata, check_files, workers)
     result.rejected = unpacked.refused + result.rejected
     table = build_table(result.columns)
-    report = _report(archive, layout.format, result, table, check_files)
+    report = ingest_report(str(archive), layout.format, result, table, check_files)
     report["ingest_time_s"] = round(time.perf_counter() - start, 3)
     write_text(out / REPORT_FILE, report_json(report))
     if strict and result.rejected:
@@ -116,44 +116,3 @@ def ingest(archive: Path, out: Path, fmt: str = "auto", v1_lists: Path | None = 
                             f"rejected; see {out / REPORT_FILE}; no index written)")
     write_index(out / INDEX_FILE, table)
     return report
-
-
-def _report(archive: Path, fmt: str, result: ScanResult, table: object,
-            check_files: bool) -> dict:
-    counts = counts_by_split(table)
-    report = {
-        "format": fmt, "archive": str(archive), "split_source": result.split_source,
-        "counts": counts, "n_indexed": sum(counts.values()),
-        "excluded_counts": _tally(result.excluded, "reason"),
-        "n_rejected": len(result.rejected), "checked_files": check_files,
-        **result.notes,
-        "excluded": result.excluded, "rejected": result.rejected,
-    }
-    if result.split_source == "deterministic":
-        report["split_rule"] = ("sha256(patch_id), first 8 bytes as a fraction u: "
-                                + ", ".join(f"{s} if u < {u}" for s, u in DETERMINISTIC_SHARES
-                                            if s != SPLITS[-1]) + ", test otherwise")
-    return report
-
-
-def report_json(report: dict) -> str:
-    """The report as JSON, one list entry per line.
-
-    Hand-laid so the C encoder does the work: ``json.dumps(indent=...)`` falls back to the
-    pure-Python encoder, seconds for the 69,450 exclusions of the full v2 metadata.
-    """
-    parts = []
-    for key, value in report.items():
-        if isinstance(value, list) and value:
-            body = "[\n    " + ",\n    ".join(json.dumps(v) for v in value) + "\n  ]"
-        else:
-            body = json.dumps(value)
-        parts.append(f"  {json.dumps(key)}: {body}")
-    return "{\n" + ",\n".join(parts) + "\n}\n"
-
-
-def _tally(items: list[dict[str, str]], key: str) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for item in items:
-        out[item[key]] = out.get(item[key], 0) + 1
-    return out

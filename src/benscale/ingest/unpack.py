@@ -1,12 +1,17 @@
 """Unpack .tar / .tar.gz / .tar.zst archives safely.
 
 Unpacking streams the archive once (no seeks: works for a 66 GB .tar.zst on a parallel
-file system) through tarfile's ``data`` filter, so no member can land outside the target:
-absolute names, ``..`` and links pointing outside are refused. A refused member is skipped
-and reported as a rejection (the rest of the archive still comes through). A truncated
-archive keeps every member read before the cut: the member cut off is removed and reported
-as a rejection, the patches that lost files are rejected by the scan, the rest is indexed.
-An archive from which not one member can be read is an :class:`ArchiveError`.
+file system), decompressed beside the reader (:mod:`benscale.files.archive_tar`: ``zstd``,
+``pigz``/``gzip`` or a Python decompressor in a thread), through tarfile's ``data`` filter,
+so no member can land outside the target: absolute names, ``..`` and links pointing outside
+are refused. A refused member is skipped and reported as a rejection (the rest of the
+archive still comes through). A truncated archive keeps every member read before the cut:
+the member cut off is removed and reported as a rejection, the patches that lost files are
+rejected by the scan, the rest is indexed. An archive from which not one member can be
+read is an :class:`ArchiveError`.
+
+``benscale extract ARCHIVE`` reads the same stream without unpacking it; both report
+refused members and cuts with the same entries.
 """
 
 from __future__ import annotations
@@ -15,20 +20,19 @@ import json
 import os
 import shutil
 import tarfile
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import zstandard
-from tqdm import tqdm
-
 from benscale.errors import ArchiveError
-from benscale.files.archive import tar_mode
+from benscale.files.archive_tar import (
+    STREAM_ERRORS,
+    TarCutError,
+    cut_entry,
+    is_absolute,
+    open_stream,
+    refused_entry,
+)
 
-#: What a cut or damaged stream raises while members are read (tarfile itself, gzip's
-#: zlib.error, zstandard.ZstdError, and I/O errors).
-STREAM_ERRORS: tuple[type[Exception], ...] = (tarfile.ReadError, EOFError, zlib.error,
-                                              zstandard.ZstdError, OSError)
 #: Marker written beside a complete unpack: which archive (size, mtime) it came from.
 UNPACKED_MARKER = ".benscale-unpacked.json"
 
@@ -71,54 +75,43 @@ def unpack(archive: Path, target: Path) -> Unpacked:
 
 def _extract(archive: Path, dest: Path, refused: list[dict[str, str]]) -> None:
     """Unpack every member that can be read (see module docstring)."""
-    mode = tar_mode(archive)
-    with open(archive, "rb") as raw, tqdm(total=archive.stat().st_size, unit="B",
-                                          unit_scale=True, desc=f"unpack {archive.name}",
-                                          mininterval=2, disable=None) as bar:
-        stream = _Progress(raw, bar)
-        if mode == "zst":
-            with zstandard.ZstdDecompressor().stream_reader(stream) as plain, \
-                    tarfile.open(fileobj=plain, mode="r|") as tar:
-                _extract_members(tar, archive, dest, refused)
-        else:
-            with tarfile.open(fileobj=stream, mode=mode) as tar:
-                _extract_members(tar, archive, dest, refused)
+    with open_stream(archive, desc=f"unpack {archive.name}") as stream, \
+            tarfile.open(fileobj=stream, mode="r|") as tar:
+        count, last, cut = _extract_members(tar, archive, dest, refused)
+        complaint = stream.finish()
+        if complaint and not cut:
+            # The tar layer saw a clean end, the decompressor did not: the cut fell between
+            # two members (or in the padding after the last).
+            refused.append(cut_entry(archive, TarCutError(None, last, complaint), count))
 
 
 def _extract_members(tar: tarfile.TarFile, archive: Path, dest: Path,
-                     refused: list[dict[str, str]]) -> None:
-    """Extract member by member, so that a cut in the stream loses only the member cut.
+                     refused: list[dict[str, str]]) -> tuple[int, str | None, bool]:
+    """Extract member by member, so that a cut in the stream loses only the member cut;
+    return (members read, the last of them, whether the stream was cut).
 
     Raises the stream's error when it comes before the first member (nothing to keep).
     """
     safe = _SafeFilter(archive, refused)
-    count, member = 0, None
+    count, member, last = 0, None, None
     try:
         for member in tar:
-            tar.extract(member, dest, filter=safe)
-            count += 1
-    except STREAM_ERRORS as exc:
+            try:
+                tar.extract(member, dest, filter=safe)
+            except STREAM_ERRORS as exc:  # inside this member's data
+                if member.isfile():
+                    (dest / member.name).unlink(missing_ok=True)  # not whole: must not pass
+                raise TarCutError(member.name, last, str(exc)) from exc
+            count, last = count + 1, member.name
+    except TarCutError as cut:
+        refused.append(cut_entry(archive, cut, count))
+        return count, last, True
+    except STREAM_ERRORS as exc:  # reading the next header
         if count == 0:
             raise
-        cut = member.name if member is not None else "(unknown member)"
-        if member is not None and member.isfile():
-            (dest / cut).unlink(missing_ok=True)  # a partial file must not pass for whole
-        refused.append({
-            "patch_id": Path(cut).parent.name or cut, "path": f"{archive}:{cut}",
-            "problem": f"archive truncated or corrupt here ({exc}); this member and any "
-                       f"after it are missing ({count} members read before it)"})
-
-
-class _Progress:
-    """A read-only file wrapper that advances a progress bar by the bytes read."""
-
-    def __init__(self, raw, bar: tqdm) -> None:
-        self._raw, self._bar = raw, bar
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._raw.read(size)
-        self._bar.update(len(data))
-        return data
+        refused.append(cut_entry(archive, TarCutError(None, last, str(exc)), count))
+        return count, last, True
+    return count, last, False
 
 
 class _SafeFilter:
@@ -133,13 +126,11 @@ class _SafeFilter:
 
     def __call__(self, member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo | None:
         try:
-            if member.name.startswith(("/", "\\")) or Path(member.name).is_absolute():
+            if is_absolute(member.name):
                 raise tarfile.AbsolutePathError(member)
             return tarfile.data_filter(member, dest)
         except tarfile.FilterError as exc:
-            self.refused.append({
-                "patch_id": Path(member.name).parent.name or member.name,
-                "path": f"{self.archive}:{member.name}",
-                "problem": f"tar member escapes the target, not extracted ({exc})",
-            })
+            self.refused.append(refused_entry(
+                self.archive, member.name,
+                f"tar member escapes the target, not extracted ({exc})"))
             return None

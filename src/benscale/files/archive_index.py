@@ -1,15 +1,27 @@
-"""What both formats share: the scan result, the label order, the split rule, the outputs."""
+"""Building the index of a published archive: what ``benscale ingest`` (from an unpacked
+folder) and ``benscale extract ARCHIVE`` (from one pass over the tar) both do, so that
+both give the same ``index.parquet`` and ``ingest-report.json`` (docs/architecture.md,
+section 2; docs/ingest.md for the rules).
+
+The per-format rules live in :mod:`.archive_v1` and :mod:`.archive_v2`; this module holds
+what they share: the scan result, the deterministic split, the class order, the table and
+the report.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from benscale.bigearthnet import SPLITS, label_tables
+from benscale.bigearthnet import BAND_NAMES, SPLITS, label_tables
 from benscale.files.index import INDEX_SCHEMA
+
+#: File name of the report beside index.parquet.
+INGEST_REPORT_FILE = "ingest-report.json"
 
 #: The deterministic split used without official lists: the first 8 bytes of
 #: sha256(patch_id) as a fraction u in [0, 1); train if u < 0.5, validation if u < 0.75,
@@ -56,12 +68,21 @@ def order_labels43(names: list[str]) -> list[str]:
 
 def order_classes(names: set[str] | list[str]) -> list[str]:
     """19-class names in the ORIGINAL class order of labels.json (never alphabetical)."""
-    rank = _class_rank()
+    rank = {name: i for i, name in enumerate(label_tables().classes19)}
     return sorted(set(names), key=rank.__getitem__)
 
 
-def _class_rank() -> dict[str, int]:
-    return {name: i for i, name in enumerate(label_tables().classes19)}
+def missing_bands(patch_id: str, folder: str, present: set[str]
+                  ) -> tuple[str, str] | None:
+    """(path of the first missing band file, problem) when a patch folder lacks band files.
+
+    ``present`` holds the file names found in the folder (listed on disk, or seen in the
+    tar stream).
+    """
+    missing = [b for b in BAND_NAMES if f"{patch_id}_{b}.tif" not in present]
+    if not missing:
+        return None
+    return f"{folder}/{patch_id}_{missing[0]}.tif", f"missing band file(s) {', '.join(missing)}"
 
 
 def build_table(columns: dict[str, object]) -> pa.Table:
@@ -81,3 +102,45 @@ def counts_by_split(table: pa.Table) -> dict[str, int]:
     for row in pc.value_counts(table["split"]).to_pylist():
         counts[row["values"]] = row["counts"]
     return counts
+
+
+def ingest_report(archive: str, fmt: str, result: ScanResult, table: pa.Table,
+                  check_files: bool) -> dict:
+    """The content of ingest-report.json (docs/architecture.md, section 2)."""
+    counts = counts_by_split(table)
+    report = {
+        "format": fmt, "archive": archive, "split_source": result.split_source,
+        "counts": counts, "n_indexed": sum(counts.values()),
+        "excluded_counts": _tally(result.excluded, "reason"),
+        "n_rejected": len(result.rejected), "checked_files": check_files,
+        **result.notes,
+        "excluded": result.excluded, "rejected": result.rejected,
+    }
+    if result.split_source == "deterministic":
+        report["split_rule"] = ("sha256(patch_id), first 8 bytes as a fraction u: "
+                                + ", ".join(f"{s} if u < {u}" for s, u in DETERMINISTIC_SHARES
+                                            if s != SPLITS[-1]) + ", test otherwise")
+    return report
+
+
+def report_json(report: dict) -> str:
+    """The report as JSON, one list entry per line.
+
+    Hand-laid so the C encoder does the work: ``json.dumps(indent=...)`` falls back to the
+    pure-Python encoder, seconds for the 69,450 exclusions of the full v2 metadata.
+    """
+    parts = []
+    for key, value in report.items():
+        if isinstance(value, list) and value:
+            body = "[\n    " + ",\n    ".join(json.dumps(v) for v in value) + "\n  ]"
+        else:
+            body = json.dumps(value)
+        parts.append(f"  {json.dumps(key)}: {body}")
+    return "{\n" + ",\n".join(parts) + "\n}\n"
+
+
+def _tally(items: list[dict[str, str]], key: str) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for item in items:
+        out[item[key]] = out.get(item[key], 0) + 1
+    return out
