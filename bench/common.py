@@ -92,7 +92,7 @@ class Stat:
 
 
 @dataclass
-class Figure:
+class BenchFigure:
     """One headline figure: candidate vs baseline, both measured in this run.
 
     ``ratio`` is oriented so that higher is better for the candidate (throughput ratio, or
@@ -127,7 +127,7 @@ def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 
 @dataclass(frozen=True)
-class Workload:
+class TimedWorkload:
     """One unit of timed work: ``run()`` returns the number of items it processed.
 
     ``setup()`` runs before every ``run()`` and is not timed (e.g. removing the previous
@@ -145,11 +145,12 @@ class Workload:
         return items / seconds
 
 
-def _workload(w: Workload | Callable[[], float]) -> Workload:
-    return w if isinstance(w, Workload) else Workload(w)
+def _workload(w: TimedWorkload | Callable[[], float]) -> TimedWorkload:
+    return w if isinstance(w, TimedWorkload) else TimedWorkload(w)
 
 
-def paired(candidate: Workload | Callable[[], float], baseline: Workload | Callable[[], float],
+def paired(candidate: TimedWorkload | Callable[[], float],
+           baseline: TimedWorkload | Callable[[], float],
            repeats: int, warmup: int = 1) -> tuple[list[float], list[float], list[float]]:
     """Run two workloads alternately; return (candidate rates, baseline rates, ratios).
 
@@ -173,7 +174,7 @@ def paired(candidate: Workload | Callable[[], float], baseline: Workload | Calla
     return cand, base, ratios
 
 
-def measure_group(workloads: dict[str, Workload | Callable[[], float]], repeats: int,
+def measure_group(workloads: dict[str, TimedWorkload | Callable[[], float]], repeats: int,
                   warmup: int = 1) -> dict[str, list[float]]:
     """Rates (items/s) of several workloads, measured in rotating order within each repeat.
 
@@ -193,24 +194,24 @@ def measure_group(workloads: dict[str, Workload | Callable[[], float]], repeats:
     return rates
 
 
-def paired_figure(key: str, title: str, candidate: Workload | Callable[[], float],
-                  baseline: Workload | Callable[[], float], baseline_name: str, unit: str,
+def paired_figure(key: str, title: str, candidate: TimedWorkload | Callable[[], float],
+                  baseline: TimedWorkload | Callable[[], float], baseline_name: str, unit: str,
                   ctx: Context, goal: float | None = None, note: str = "",
-                  warmup: int | None = None) -> Figure:
+                  warmup: int | None = None) -> BenchFigure:
     """Measure ``candidate`` against ``baseline`` with :func:`paired`; build the figure."""
     cand, base, ratios = paired(candidate, baseline, ctx.repeats,
                                 ctx.warmup if warmup is None else warmup)
-    return Figure(key=key, title=title, candidate=Stat.of(cand, unit),
+    return BenchFigure(key=key, title=title, candidate=Stat.of(cand, unit),
                   baseline_name=baseline_name, baseline=Stat.of(base, unit),
                   ratio=Stat.of(ratios, "x"), goal=goal, note=note)
 
 
 def rate_figure(key: str, title: str, cand: list[float], base: list[float],
                 baseline_name: str, unit: str, goal: float | None = None,
-                note: str = "") -> Figure:
+                note: str = "") -> BenchFigure:
     """A figure from per-repeat rates measured elsewhere (same repeat -> same ratio)."""
     ratios = [c / b for c, b in zip(cand, base, strict=True)]
-    return Figure(key=key, title=title, candidate=Stat.of(cand, unit),
+    return BenchFigure(key=key, title=title, candidate=Stat.of(cand, unit),
                   baseline_name=baseline_name, baseline=Stat.of(base, unit),
                   ratio=Stat.of(ratios, "x"), goal=goal, note=note)
 
@@ -230,7 +231,7 @@ def run_record(quick: bool) -> dict[str, Any]:
     }
 
 
-def benchmark_record(status: str, elapsed_s: float, figures: list[Figure],
+def benchmark_record(status: str, elapsed_s: float, figures: list[BenchFigure],
                      details: dict[str, Any], error: str | None = None) -> dict[str, Any]:
     """One benchmark's entry in the results file."""
     return {

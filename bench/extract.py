@@ -20,10 +20,17 @@ from pathlib import Path
 from typing import Any
 
 from bench.archives import archive_bytes, band_paths, patch_archive
-from bench.common import Context, Figure, Workload, measure_group, profile_top, rate_figure
+from bench.common import (
+    BenchFigure,
+    Context,
+    TimedWorkload,
+    measure_group,
+    profile_top,
+    rate_figure,
+)
 
 NAME = "extract"
-#: Figure keys this benchmark always produces (the smoke test checks them).
+#: BenchFigure keys this benchmark always produces (the smoke test checks them).
 KEYS = ("extract_vs_torchgeo_per_core", "extract_vs_torchgeo_getitem",
         "extract_vs_file_read_floor", "extract_2_workers_vs_1")
 
@@ -35,7 +42,7 @@ def torchgeo_dataset(root: Path) -> Any:
     return BigEarthNet(root=str(root), split="train", bands="s2", num_classes=19)
 
 
-def extract_workload(root: Path, out: Path, workers: int, shard_size: int) -> Workload:
+def extract_workload(root: Path, out: Path, workers: int, shard_size: int) -> TimedWorkload:
     """The whole ``benscale extract`` command, in-process, from an empty output folder."""
     from benscale.cli import main
 
@@ -48,10 +55,10 @@ def extract_workload(root: Path, out: Path, workers: int, shard_size: int) -> Wo
             raise RuntimeError(f"benscale extract exited {rc}")
         return n
 
-    return Workload(run, setup=lambda: shutil.rmtree(out, ignore_errors=True))
+    return TimedWorkload(run, setup=lambda: shutil.rmtree(out, ignore_errors=True))
 
 
-def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
+def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
     """Measure the four extraction figures (module docstring)."""
     n = ctx.size(12, 2000)  # 2,000: enough work that worker start-up (~0.6 s) does not decide
     shard_size = ctx.size(4, 100)

@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from bench.common import REPO, Context, Figure, UnavailableError, rate_figure
+from bench.common import REPO, BenchFigure, Context, UnavailableError, rate_figure
 
 NAME = "gpu"
 PRECISIONS: tuple[tuple[str, str, bool], ...] = (("fp32", "fp32", False),
@@ -253,7 +253,7 @@ def system_file(path: Path, compute: dict[str, float], gpu: str, measured: str) 
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
 
 
-def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
+def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
     """Measure the GPU figures (module docstring)."""
     import torch
     import torch.multiprocessing as mp

@@ -24,13 +24,20 @@ from typing import Any
 import pandas as pd
 
 from bench.archives import V2_REFERENCE, v1_tree, v2_metadata_slice
-from bench.common import Context, Figure, Workload, measure_group, profile_top, rate_figure
+from bench.common import (
+    BenchFigure,
+    Context,
+    TimedWorkload,
+    measure_group,
+    profile_top,
+    rate_figure,
+)
 
 NAME = "index_build"
 KEYS = ("ingest_v2_metadata_vs_parquet_floor", "ingest_v1_tree_vs_listing_floor")
 
 
-def ingest_workload(archive: Path, out: Path, extra: list[str], rows: int) -> Workload:
+def ingest_workload(archive: Path, out: Path, extra: list[str], rows: int) -> TimedWorkload:
     """``benscale ingest ARCHIVE --out OUT EXTRA`` in-process, from an empty output folder."""
     from benscale.cli import main
 
@@ -40,7 +47,7 @@ def ingest_workload(archive: Path, out: Path, extra: list[str], rows: int) -> Wo
             raise RuntimeError(f"benscale ingest {archive} exited {rc}")
         return rows
 
-    return Workload(run, setup=lambda: shutil.rmtree(out, ignore_errors=True))
+    return TimedWorkload(run, setup=lambda: shutil.rmtree(out, ignore_errors=True))
 
 
 def parquet_floor(archive: Path, out: Path, rows: int) -> Any:
@@ -67,7 +74,7 @@ def listing_floor(tree: Path, rows: int) -> Any:
     return run
 
 
-def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
+def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
     """Measure the two index-build figures (module docstring)."""
     if ctx.quick:
         v2_rows = 5000

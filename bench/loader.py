@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from bench.archives import patch_archive
-from bench.common import Context, Figure, measure_group, profile_top, rate_figure
+from bench.common import BenchFigure, Context, measure_group, profile_top, rate_figure
 from benscale.bigearthnet import BAND_NAMES, PATCH_PX
 
 NAME = "loader"
@@ -107,7 +107,7 @@ class HostNormalisingDataset:
         return x, y, torch.as_tensor(indices), torch.from_numpy(self.codes[indices])
 
 
-def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
+def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
     """Measure the loader figures (module docstring)."""
     import torch
 

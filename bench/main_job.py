@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, Context, Figure, Stat
+from bench.common import REPO, BenchFigure, Context, Stat
 
 NAME = "main_job"
 KEYS = ("demo_wall_vs_budget", "demo_rules_vs_wall")
@@ -74,7 +74,7 @@ def _num(text: str | None) -> float | None:
         return None
 
 
-def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
+def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
     """Run the main job ``repeats`` times (once in full mode: it takes minutes)."""
     repeats = 1
     walls, rule_sums, runs = [], [], []
@@ -97,7 +97,7 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
         rule_sums.append(sum(x["s"] for x in rules) or float("nan"))
         runs.append({"wall_s": wall, "rules": rules})
     figures = [
-        Figure(key="demo_wall_vs_budget",
+        BenchFigure(key="demo_wall_vs_budget",
                title=("data stages of the DAG (quick)" if ctx.quick else "`make demo`")
                + f" wall time vs the {BUDGET_S / 60:.0f}-min budget",
                candidate=Stat.of(walls, "s"), baseline_name="budget",
@@ -107,7 +107,7 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
                note="ratio = budget / wall; >= 1 meets the goal"),
     ]
     if all(s == s for s in rule_sums):  # benchmark files present (not NaN)
-        figures.append(Figure(
+        figures.append(BenchFigure(
             key="demo_rules_vs_wall", title="sum of per-rule times vs wall time",
             candidate=Stat.of(rule_sums, "s"), baseline_name="wall", baseline=Stat.of(walls, "s"),
             ratio=Stat.of([s / w for s, w in zip(rule_sums, walls, strict=True)], "x"),

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.archives import v2_release
-from bench.common import Context, Figure, Stat, Workload, measure_group, rate_figure
+from bench.common import BenchFigure, Context, Stat, TimedWorkload, measure_group, rate_figure
 
 NAME = "stream_extract"
 KEYS = ("stream_vs_unpack_extract", "stream_vs_decompress_floor", "stream_files_vs_unpack",
@@ -76,7 +76,7 @@ class StreamRun:
         self.cpu_s: list[float] = []
         self.facts: dict[str, Any] = {}
 
-    def workload(self) -> Workload:
+    def workload(self) -> TimedWorkload:
         """One run from an empty output folder."""
         s = self.setup
 
@@ -88,7 +88,7 @@ class StreamRun:
             self.facts = json.loads((s.work / "extract-report.json").read_text())["stream"]
             return s.n
 
-        return Workload(run, setup=lambda: shutil.rmtree(s.work, ignore_errors=True))
+        return TimedWorkload(run, setup=lambda: shutil.rmtree(s.work, ignore_errors=True))
 
 
 class UnpackExtract:
@@ -100,7 +100,7 @@ class UnpackExtract:
         self.setup = setup
         self.ingest_s: list[float] = []
 
-    def workload(self) -> Workload:
+    def workload(self) -> TimedWorkload:
         """One run of both commands from an empty output folder."""
         s = self.setup
 
@@ -112,10 +112,10 @@ class UnpackExtract:
                  "--workers", s.workers, "--shard-size", s.shard)
             return s.n
 
-        return Workload(run, setup=lambda: shutil.rmtree(s.work, ignore_errors=True))
+        return TimedWorkload(run, setup=lambda: shutil.rmtree(s.work, ignore_errors=True))
 
 
-def decompress_floor(archive: Path, decompressor: str, n: int) -> Workload:
+def decompress_floor(archive: Path, decompressor: str, n: int) -> TimedWorkload:
     """The archive decompressed to /dev/null, by ``decompressor`` (what the stream uses)."""
     from benscale.files.archive_tar import EXTERNAL, open_stream
 
@@ -130,10 +130,10 @@ def decompress_floor(archive: Path, decompressor: str, n: int) -> Workload:
                     pass
         return n
 
-    return Workload(run)
+    return TimedWorkload(run)
 
 
-def decode_rate(archive: Path, index: Path, out: Path, shard: int) -> Workload:
+def decode_rate(archive: Path, index: Path, out: Path, shard: int) -> TimedWorkload:
     """One core decoding every indexed patch from memory and writing the shards: what each
     worker of the stream does (``extract_shard`` with the members' bytes)."""
     from benscale.extract.plan import plan_shards
@@ -157,10 +157,10 @@ def decode_rate(archive: Path, index: Path, out: Path, shard: int) -> Workload:
             extract_shard(plan, out, "bilinear", "none", False, sources)
         return sum(len(p.patch_ids) for p in plans)
 
-    return Workload(run, setup=lambda: shutil.rmtree(out, ignore_errors=True))
+    return TimedWorkload(run, setup=lambda: shutil.rmtree(out, ignore_errors=True))
 
 
-def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
+def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
     """Measure the figures of the module docstring."""
     from benscale.files.archive_tar import choose_decompressor
 
@@ -205,13 +205,13 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
                     f"extract ARCHIVE.tar.zst vs decompressing it to /dev/null ({dec})",
                     rates["stream"], rates["floor"], f"{dec} to /dev/null", unit,
                     note="the ceiling of any one-pass reader of this archive"),
-        Figure(key="stream_files_vs_unpack", title="files created: extract ARCHIVE vs "
+        BenchFigure(key="stream_files_vs_unpack", title="files created: extract ARCHIVE vs "
                "ingest (unpack) + extract", candidate=Stat.of([stream_files], "files"),
                baseline_name="ingest + extract", baseline=Stat.of([unpacked_files], "files"),
                ratio=Stat.of([unpacked_files / stream_files], "x"),
                note=f"ratio = unpack files / stream files; {facts.get('files_created')} "
                     f"created by the stream = 2 per shard + 5"),
-        Figure(key="projection_48_cores_full_v2",
+        BenchFigure(key="projection_48_cores_full_v2",
                title=f"projected extract of the full v2 archive ({V2_PATCHES:,} patches) on "
                      f"one {NODE_CORES}-core node", candidate=Stat.of(
                          [m * 60 for m in projection["minutes"]], "s"),

@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, Context, Figure, Stat, rate_figure
+from bench.common import REPO, BenchFigure, Context, Stat, rate_figure
 
 NAME = "train_step"
 KEYS = ("step_vs_bare_fp32", "step_vs_bare_bf16",
@@ -329,7 +329,7 @@ def training_run(ctx: Context, data: Path) -> list[dict[str, str]]:
 # ---------------------------------------------------------------------------- figures
 
 
-def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
+def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
     """Measure the training-step figures (module docstring)."""
     from bench.loader import shards
 
@@ -345,7 +345,7 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
     ws2 = pair["s_per_step"]
 
     def ws2_figure(key: str, title: str, cand: str, base_name: str, baseline: str,
-                   goal: float | None, note: str) -> Figure:
+                   goal: float | None, note: str) -> BenchFigure:
         return rate_figure(key, title, [batch / s for s in ws2[cand]],
                            [batch / s for s in ws2[baseline]], base_name, "samples/s",
                            goal=goal, note=note)
@@ -390,7 +390,7 @@ def run(ctx: Context) -> tuple[list[Figure], dict[str, Any]]:
 
 
 def _ws1_figure(times: dict[str, list[float]], key: str, title: str, baseline: str,
-                batch: int, goal: float, note: str) -> Figure:
+                batch: int, goal: float, note: str) -> BenchFigure:
     return rate_figure(key, title, [batch / s for s in times["benscale"]],
                        [batch / s for s in times["bare"]], baseline, "samples/s", goal=goal,
                        note=note)
@@ -401,7 +401,7 @@ def _median_phases(rounds: list[dict[str, float]]) -> dict[str, float]:
     return {k: statistics.median(r[k] for r in rounds) for k in rounds[0]}
 
 
-def _epoch_figure(rows: list[dict[str, str]]) -> Figure:
+def _epoch_figure(rows: list[dict[str, str]]) -> BenchFigure:
     """Compute time as a fraction of the epoch, per epoch of the real run (first dropped)."""
     use = rows[1:] or rows
     compute = [float(r["compute_time_s"]) for r in use]
