@@ -106,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         record["benchmarks"][name] = run_one(name, ctx)
         # Saved after each benchmark: a crash later keeps what was measured.
-        path = save_results(args.out, record, None if args.name == "all" else args.name)
+        path = save_results(args.out, record, None if args.name == "all" else args.name,
+                            hardware=args.name in HARDWARE_BENCHMARKS)
     smoke = args.name in HARDWARE_BENCHMARKS and args.device == "cpu"
     docs = args.docs or (None if args.quick or smoke else DOCS_PATH)
     measured = {n: b for n, b in record["benchmarks"].items() if b["status"] != "unavailable"}

@@ -244,18 +244,24 @@ def benchmark_record(status: str, elapsed_s: float, figures: list[BenchFigure],
     }
 
 
-def results_path(out_dir: Path, record: dict[str, Any], only: str | None = None) -> Path:
+def results_path(out_dir: Path, record: dict[str, Any], only: str | None = None,
+                 hardware: bool = False) -> Path:
     """``<out>/<date>-<host>[-<benchmark>][-quick].json``: a run of ``all`` owns the plain
-    name; a run of one benchmark gets its own file, so it never overwrites the others."""
+    name; a run of one benchmark gets its own file, so it never overwrites the others. A
+    hardware benchmark's file leads with its name (``gpu-<date>-<host>.json``): its runs
+    come from other machines and are looked up by what they measured."""
     date = record["date_utc"][:10]
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
-    suffix = (f"-{only}" if only else "") + ("-quick" if record["quick"] else "")
-    return out_dir / f"{date}-{host}{suffix}.json"
+    quick = "-quick" if record["quick"] else ""
+    if hardware and only:
+        return out_dir / f"{only}-{date}-{host}{quick}.json"
+    return out_dir / f"{date}-{host}{f'-{only}' if only else ''}{quick}.json"
 
 
-def save_results(out_dir: Path, record: dict[str, Any], only: str | None = None) -> Path:
+def save_results(out_dir: Path, record: dict[str, Any], only: str | None = None,
+                 hardware: bool = False) -> Path:
     """Write the run's JSON atomically; returns its path."""
-    path = results_path(out_dir, record, only)
+    path = results_path(out_dir, record, only, hardware)
     write_json(path, record)
     return path
 

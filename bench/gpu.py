@@ -26,6 +26,8 @@ from __future__ import annotations
 import csv
 import json
 import os
+import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -311,7 +313,8 @@ def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
         compute_per_sample[precision] = 1.0 / statistics.median(rates)
     description = gpu_description() if device == "cuda" else {"gpus": ["cpu smoke run"]}
     gpu_name = (description["gpus"] or ["unknown GPU"])[0]
-    systems = ctx.out_dir / f"gpu-{time.strftime('%Y-%m-%d')}-systems.yaml"
+    host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
+    systems = ctx.out_dir / f"gpu-{time.strftime('%Y-%m-%d')}-{host}-systems.yaml"
     system_file(systems, compute_per_sample, gpu_name,
                 "smoke run on the CPU: not a GPU measurement" if device == "cpu"
                 else time.strftime("%Y-%m-%d"))

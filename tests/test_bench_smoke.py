@@ -77,7 +77,7 @@ def test_gpu_benchmark_refuses_a_machine_without_cuda(repo_dir: Path, tmp_path: 
         cwd=repo_dir, capture_output=True, text=True, check=False)
     assert proc.returncode == 1
     assert "no CUDA device here" in proc.stderr
-    (path,) = (tmp_path / "out").glob("*.json")
+    (path,) = (tmp_path / "out").glob("gpu-*.json")
     assert json.loads(path.read_text())["benchmarks"]["gpu"]["status"] == "unavailable"
     assert docs.read_text() == "# Benchmarks\n"  # the recorded GPU figures stay as they were
 
@@ -95,8 +95,10 @@ def test_gpu_benchmark_plumbing_on_the_cpu(repo_dir: Path, tmp_path: Path,
          "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")],
         cwd=repo_dir, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    (path,) = (tmp_path / "out").glob("*-quick.json")
+    (path,) = (tmp_path / "out").glob("gpu-*-quick.json")
     bench = json.loads(path.read_text())["benchmarks"]["gpu"]
+    (systems,) = (tmp_path / "out").glob("gpu-*-systems.yaml")
+    assert "not a GPU measurement" in systems.read_text()
     assert bench["status"] == "ok", bench.get("error")
     assert set(bench["figures"]) == keys
     for key, fig in bench["figures"].items():
