@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -64,3 +65,19 @@ def test_43_class_head_trains_on_v1_shards(tiny_shards: Path, tmp_path: Path) ->
         classes = {row["class"] for row in csv.DictReader(fh)}
     assert classes == set(ShardSet(tiny_shards, "validation", num_classes=43).classes)
     assert len(classes) == 43
+    # The environment recorded is the one that ran: every installed distribution of this
+    # interpreter with its version, and the libraries' own idea of their versions.
+    import deepspeed
+    import torch
+
+    prov = run["provenance"]
+    installed: dict[str, str] = {}
+    for dist in metadata.distributions():
+        installed.setdefault(dist.metadata["Name"], dist.version)
+    assert prov["environment"] == installed
+    # torch.__version__ carries the build's local tag (+cpu, +cu130), the metadata not
+    assert prov["environment"]["torch"] == torch.__version__.split("+")[0] \
+        == prov["packages"]["torch"]
+    assert prov["environment"]["deepspeed"] == deepspeed.__version__
+    assert prov["environment"]["numpy"] == np.__version__
+    assert prov["python"] == sys.version.split()[0]

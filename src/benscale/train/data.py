@@ -173,8 +173,18 @@ class PatchDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
         """A batch: uint16 (B, C, 120, 120), float32 (B, classes), int64 (B,) indices,
         int8 (B,) orientation codes (all 0 without augmentation)."""
+        return self.fill(indices, _batch_tensor(self._batch_shape(len(indices))))
+
+    def _batch_shape(self, n: int) -> tuple[int, int, int, int]:
+        return (n, len(self.shards.bands), PATCH_PX, PATCH_PX)
+
+    def empty_batch(self, n: int, pin_memory: bool = False) -> torch.Tensor:
+        """An uninitialised uint16 batch of ``n`` patches for :meth:`fill`."""
+        return torch.empty(self._batch_shape(n), dtype=torch.uint16, pin_memory=pin_memory)
+
+    def fill(self, indices: Sequence[int], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The batch of ``indices`` (as :meth:`__getitems__`), its patches copied into ``x``."""
         real = [i if i >= 0 else -1 - i for i in indices]
-        x = _batch_tensor((len(real), len(self.shards.bands), PATCH_PX, PATCH_PX))
         out = x.numpy()
         for j, i in enumerate(real):
             # NumPy, not torch: single-threaded and GIL-free in loader threads (a torch op
@@ -309,20 +319,28 @@ class ThreadedBatches:
         with ThreadPoolExecutor(self.workers, thread_name_prefix="benscale-loader") as pool:
             try:
                 for batch in itertools.islice(todo, 2 * self.workers):
-                    pending.append(pool.submit(self._make, batch))
+                    pending.append(self._submit(pool, batch))
                 while pending:
                     ready = pending.popleft().result()
                     following = next(todo, None)
                     if following is not None:
-                        pending.append(pool.submit(self._make, following))
+                        pending.append(self._submit(pool, following))
                     yield ready
             finally:
                 for future in pending:
                     future.cancel()
 
-    def _make(self, batch: list[int]) -> tuple[torch.Tensor, ...]:
-        x, *rest = self.dataset.__getitems__(batch)
-        return (x.pin_memory() if self.pin_memory else x, *rest)
+    def _submit(self, pool: ThreadPoolExecutor, batch: list[int]
+                ) -> Future[tuple[torch.Tensor, ...]]:
+        # The batch tensor is allocated here, in the consuming thread, and only filled by
+        # the loader thread: a batch allocated in a loader thread comes from that thread's
+        # malloc arena and, freed by the trainer, is handed back to the OS, so every batch
+        # paid ~15 page faults per sample (~3 us each on a VM) again; allocated and freed in
+        # one arena, glibc keeps reusing the same memory (docs/benchmarks.md, "Loader").
+        # Pinned batches come from torch's caching host allocator, reused the same way,
+        # without a second copy into pinned memory.
+        x = self.dataset.empty_batch(len(batch), self.pin_memory)
+        return pool.submit(self.dataset.fill, batch, x)
 
 
 def loader(dataset: PatchDataset, batches: list[list[int]], workers: int,
