@@ -188,7 +188,11 @@ class DdpEngine:
 
     Gradient accumulation as DeepSpeed does it: the loss of each micro-step is divided by
     the accumulation steps, gradients are reduced only at the accumulation boundary
-    (``no_sync`` before), and the optimizer and scheduler step there.
+    (``no_sync`` before), and the optimizer and scheduler step there. Gradients are cleared
+    where a PyTorch loop clears them, before the first forward of an accumulation window,
+    not right after the step: freed after the step, the 94 MB of gradients went back to the
+    OS and were faulted in again by the next backward (~18,000 more page faults per step on
+    the development VM, ~5 % of a bf16 step; docs/benchmarks.md).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
@@ -208,10 +212,14 @@ class DdpEngine:
         return (self.micro_steps + 1) % self.grad_accumulation == 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        """Forward; inside an accumulation, without the reduction DDP would prepare."""
-        if torch.is_grad_enabled() and self.ddp.training and not self._boundary():
-            self._no_sync = self.ddp.no_sync()
-            self._no_sync.__enter__()
+        """Forward (gradients cleared first at a window's start); inside an accumulation,
+        without the reduction DDP would prepare."""
+        if torch.is_grad_enabled() and self.ddp.training:
+            if self.micro_steps % self.grad_accumulation == 0:
+                self.optimizer.zero_grad(set_to_none=True)
+            if not self._boundary():
+                self._no_sync = self.ddp.no_sync()
+                self._no_sync.__enter__()
         return self.ddp(x)
 
     def backward(self, loss: torch.Tensor) -> None:
@@ -224,13 +232,12 @@ class DdpEngine:
                 self._no_sync = None
 
     def step(self) -> None:
-        """At an accumulation boundary: optimizer and scheduler step, gradients cleared."""
+        """At an accumulation boundary: optimizer and scheduler step."""
         boundary = self._boundary()
         self.micro_steps += 1
         if boundary:
             self.optimizer.step()
             self.lr_scheduler.step()
-            self.optimizer.zero_grad(set_to_none=True)
 
     def train(self) -> None:
         """Training mode."""
