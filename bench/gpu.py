@@ -266,8 +266,9 @@ def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
     if device == "cuda" and not torch.cuda.is_available():
         raise UnavailableError("no CUDA device here: `python -m bench gpu` measures a GPU "
                                "(run it on a GPU node; --device cpu only smoke-tests it)")
-    spec = {"device": device, "batches": [ctx.size(2, b) for b in BATCHES][:1 if ctx.quick
-                                                                          else 2],
+    # --quick: every figure still, on batches of 2 and 4
+    spec = {"device": device, "batches": [ctx.size(2 * (i + 1), b)
+                                          for i, b in enumerate(BATCHES)],
             "repeats": ctx.size(1, 5), "steps": ctx.size(1, 10), "warmup": ctx.size(1, 5),
             "threads": os.cpu_count() or 1, "port": free_port(),
             "out": str(ctx.work / f"gpu-steps-{device}.json")}

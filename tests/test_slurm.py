@@ -1,10 +1,10 @@
 """The study through profiles/slurm on a REAL Slurm cluster (tools/local-slurm: slurmctld
 and two slurmd as fake nodes with fake GPUs, on this machine).
 
-A tiny study (config/tiny.yaml) with points of 1 node x 2 tasks and 2 nodes x 2 tasks runs
-as Slurm jobs. First run: the 2-node point is killed on purpose (debug.kill_points), the
-other point and the report still complete and the run fails. Second run, without the
-kill: only that point is redone. Then every point must have been its own Slurm job of the
+A tiny study (config/tiny.yaml: both engines, points of 1 node x 2 tasks and 2 nodes x 2
+tasks) runs as Slurm jobs. First run: one 2-node point is killed on purpose
+(debug.kill_points), the other points and the report still complete and the run fails.
+Second run, without the kill: only that point is redone. Then every point must have been its own Slurm job of the
 requested shape, with ranks over both fake nodes and everything recorded in run.json.
 """
 
@@ -29,8 +29,10 @@ pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 HARNESS = REPO / "tools" / "local-slurm"
 SLURM_PROFILE = REPO / "profiles" / "slurm"
 GPUS_PER_NODE = 2
-POINTS = {"strong-n1-r0": 1, "strong-n2-r0": 2}
-KILLED = "strong-n2-r0"
+POINTS = {f"{engine}/strong-n{nodes}-r0": nodes
+          for engine in ("deepspeed", "ddp") for nodes in (1, 2)}
+KILLED = "ddp/strong-n2-r0"
+SURVIVOR = "ddp/strong-n1-r0"
 #: Status checks for a cluster without slurmdbd (see tools/local-slurm/README.md).
 SLURM_ARGS = ("--profile", SLURM_PROFILE, "--slurm-status-command", "squeue",
               "--slurm-init-seconds-before-status-checks", "1", "--latency-wait", "5")
@@ -95,10 +97,9 @@ def scontrol_job(job_id: str) -> dict[str, str]:
 def first_run(slurm_cluster: None, workdir: Path) -> dict[str, Any]:
     """The study with the 2-node point killed: the run fails, the rest completes."""
     proc = snakemake(workdir, *SLURM_ARGS, configfiles=(TINY, study_config(workdir, kill=True)))
-    survivor = run_json(workdir, "strong-n1-r0") if (
-        workdir / "results/slurm/runs/strong-n1-r0/run.json").exists() else None
-    survivor_mtime = (workdir / "results/slurm/runs/strong-n1-r0/run.json").stat().st_mtime \
-        if survivor else None
+    survivor_json = workdir / "results" / "slurm" / "runs" / SURVIVOR / "run.json"
+    survivor = run_json(workdir, SURVIVOR) if survivor_json.exists() else None
+    survivor_mtime = survivor_json.stat().st_mtime if survivor else None
     return {"proc": proc, "survivor": survivor, "survivor_mtime": survivor_mtime}
 
 
@@ -131,9 +132,9 @@ def test_rerun_redoes_only_the_failed_point(first_run: dict[str, Any],
     out = output_of(second_run["proc"])
     assert second_run["proc"].returncode == 0, out[-6000:]
     assert job_stats(out).get("train") == 1, out[-3000:]
-    survivor = workdir / "results" / "slurm" / "runs" / "strong-n1-r0" / "run.json"
+    survivor = workdir / "results" / "slurm" / "runs" / SURVIVOR / "run.json"
     assert survivor.stat().st_mtime == first_run["survivor_mtime"]
-    assert run_json(workdir, "strong-n1-r0") == first_run["survivor"]
+    assert run_json(workdir, SURVIVOR) == first_run["survivor"]
     html = (workdir / "results" / "slurm" / "report" / "index.html").read_text()
     assert all(point in html for point in POINTS)
 
@@ -154,8 +155,10 @@ def test_each_point_is_one_slurm_job_of_its_shape(second_run: dict[str, Any], wo
     assert world["launcher"] == "slurm" and not world["emulated_nodes"]
     expected_hosts = [f"node{n + 1}" for n in range(nodes) for _ in range(GPUS_PER_NODE)]
     assert world["rank_hosts"] == expected_hosts
-    assert run["config"]["tags"] == {"study": "slurm", "point": point, "mode": "strong",
-                                     "repeat": 0, "nodes": nodes,
+    variant = point.split("/")[0]
+    assert run["engine"]["name"] == variant
+    assert run["config"]["tags"] == {"study": "slurm", "point": point, "variant": variant,
+                                     "mode": "strong", "repeat": 0, "nodes": nodes,
                                      "gpus_per_node": GPUS_PER_NODE}
     # one row per epoch, timings present
     epochs = pd.read_csv(workdir / "results" / "slurm" / "runs" / point / "epochs.csv")
