@@ -70,7 +70,7 @@ def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def study_config(workdir: Path, kill: bool) -> Path:
-    config = {"study": {"name": "slurm", "nodes": list(POINTS.values()),
+    config = {"study": {"name": "slurm", "nodes": sorted(set(POINTS.values())),
                         "gpus_per_node": GPUS_PER_NODE},
               "launcher": {"kind": "srun"},
               "debug": {"kill_points": [KILLED] if kill else [], "kill_after_s": 1}}
