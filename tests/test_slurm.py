@@ -4,8 +4,9 @@ and two slurmd as fake nodes with fake GPUs, on this machine).
 A tiny study (config/tiny.yaml: both engines, points of 1 node x 2 tasks and 2 nodes x 2
 tasks) runs as Slurm jobs. First run: one 2-node point is killed on purpose
 (debug.kill_points), the other points and the report still complete and the run fails.
-Second run, without the kill: only that point is redone. Then every point must have been its own Slurm job of the
-requested shape, with ranks over both fake nodes and everything recorded in run.json.
+Second run, without the kill: only that point is redone. Then every point must have been
+its own Slurm job of the requested shape, with ranks over both fake nodes and everything
+recorded in run.json.
 """
 
 from __future__ import annotations
