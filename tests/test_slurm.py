@@ -96,7 +96,7 @@ def scontrol_job(job_id: str) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def first_run(slurm_cluster: None, workdir: Path) -> dict[str, Any]:
-    """The study with the 2-node point killed: the run fails, the rest completes."""
+    """The study with one 2-node point killed: the run fails, the rest completes."""
     proc = snakemake(workdir, *SLURM_ARGS, configfiles=(TINY, study_config(workdir, kill=True)))
     survivor_json = workdir / "results" / "slurm" / "runs" / SURVIVOR / "run.json"
     survivor = run_json(workdir, SURVIVOR) if survivor_json.exists() else None
