@@ -339,7 +339,7 @@ def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
             "batch": batch}
     single = _spawn(single_worker, 1, {**base, "threads": cores,
                                         "out": str(ctx.work / "train-single.json")})
-    pair = ws2_rounds({**base, "repeats": min(ctx.repeats, 4), "warmup": 2,
+    pair = ws2_rounds({**base, "warmup": 2,
                        "steps": ctx.size(1, 5), "threads": max(1, cores // 2),
                        "out": str(ctx.work / "train-pair.json")})
     ws2 = pair["s_per_step"]
