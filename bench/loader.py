@@ -10,7 +10,10 @@ Shards are written once by ``benscale extract`` from copies of the real v1 sampl
 * the whole input path on the CPU: that loader plus the conversion and normalisation on
   the "device" (``benscale.train.data.Normalisation``, here the CPU, batch by batch), against
   the loader it replaced, which converted and normalised each patch to float32 on the host
-  inside the loader threads (rebuilt here as :class:`HostNormalisingDataset`);
+  inside the loader threads (rebuilt here as :class:`HostNormalisingDataset`); and the
+  input path's ceiling on this device: the normalisation alone, on uint16 batches already
+  in memory, and composed with the loader alone (each with all cores, one after the
+  other: ``1 / (1/loader + 1/normalisation)``);
 * raw shard reads (``ShardSet.read``: a copy out of the shard's memory map) in sequential
   and in random order;
 * the floor: copying the same uint16 bytes in memory (NumPy copy of sample-sized blocks
@@ -21,6 +24,7 @@ Shards are written once by ``benscale extract`` from copies of the real v1 sampl
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 import shutil
@@ -36,6 +40,8 @@ from benscale.bigearthnet import BAND_NAMES, PATCH_PX
 NAME = "loader"
 KEYS = ("loader_1_worker_vs_memcpy", "loader_all_workers_vs_memcpy",
         "input_path_vs_host_normalising_loader",
+        "device_normalisation_vs_host_normalising_loader",
+        "input_path_ceiling_vs_host_normalising_loader",
         "shard_read_sequential_vs_memcpy", "shard_read_random_vs_memcpy",
         "shard_sample_vs_torchgeo_sample")
 BATCH = 32
@@ -152,6 +158,15 @@ def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
             return count
         return run
 
+    ring = [x.clone() for x, *_ in itertools.islice(loader(dataset, order, 1, False), 8)]
+
+    def normalisation_alone() -> float:
+        count = 0
+        for _ in range(passes):
+            for i in range(len(order)):
+                count += normalise(ring[i % len(ring)]).shape[0]
+        return count
+
     def previous_epoch() -> float:
         count = 0
         for _ in range(passes):
@@ -188,11 +203,15 @@ def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
 
     rates = measure_group({"epoch_1": epoch(1), "epoch_all": epoch(workers_all),
                            "input_path": epoch(workers_all, on_device=True),
+                           "normalisation": normalisation_alone,
                            "previous": previous_epoch, "floor_u16": floor_u16,
                            "seq": reads(list(range(n_train))), "random": reads(order_random),
                            "shard_sample": shard_samples, "torchgeo_sample": torchgeo_samples},
                           ctx.repeats, ctx.warmup)
     unit, u16 = "samples/s", "memcpy of the same uint16 bytes"
+    host_normalising = "host-normalising loader (float32 per sample in the loader threads)"
+    ceiling = [1.0 / (1.0 / a + 1.0 / b)
+               for a, b in zip(rates["epoch_all"], rates["normalisation"], strict=True)]
     figures = [
         rate_figure("loader_1_worker_vs_memcpy", "training loader (uint16 batches), 1 worker "
                     "vs memcpy", rates["epoch_1"], rates["floor_u16"], u16, unit),
@@ -202,9 +221,19 @@ def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
         rate_figure("input_path_vs_host_normalising_loader",
                     f"input path on the CPU (loader + normalisation on the device), "
                     f"{workers_all} workers vs the host-normalising loader it replaced",
-                    rates["input_path"], rates["previous"],
-                    "host-normalising loader (float32 per sample in the loader threads)",
-                    unit, goal=1.5),
+                    rates["input_path"], rates["previous"], host_normalising, unit, goal=1.5),
+        rate_figure("device_normalisation_vs_host_normalising_loader",
+                    "normalisation on the device (the CPU, all cores) alone, uint16 batches "
+                    "already in memory, vs the host-normalising loader",
+                    rates["normalisation"], rates["previous"], host_normalising, unit,
+                    note="the device half of the input path by itself, with no loader"),
+        rate_figure("input_path_ceiling_vs_host_normalising_loader",
+                    f"input path ceiling on the CPU: loader ({workers_all} workers) and "
+                    "normalisation each alone, one after the other, vs the host-normalising "
+                    "loader", ceiling, rates["previous"], host_normalising, unit,
+                    note="1 / (1/loader + 1/normalisation) per repeat: both parts one after "
+                         "the other, each with every core; running them at once gains only "
+                         "what either leaves idle"),
         rate_figure("shard_read_sequential_vs_memcpy", "shard read, sequential vs memcpy",
                     rates["seq"], rates["floor_u16"], u16, unit),
         rate_figure("shard_read_random_vs_memcpy", "shard read, random order vs memcpy",
