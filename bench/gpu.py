@@ -215,7 +215,8 @@ def epoch_run(ctx: Context, device: str) -> list[dict[str, str]]:
            str(run_dir)]
     for item in sets:
         cmd += ["--set", item]
-    env = {**os.environ, "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        filter(None, (str(REPO / "src"), os.environ.get("PYTHONPATH"))))}
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)

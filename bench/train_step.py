@@ -318,7 +318,8 @@ def training_run(ctx: Context, data: Path) -> list[dict[str, str]]:
     cmd = [*launcher, "-m", "benscale.cli", "train", "--data", str(data), "--out", str(run_dir)]
     for item in sets:
         cmd += ["--set", item]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO / "src")}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
+        filter(None, (str(REPO / "src"), os.environ.get("PYTHONPATH"))))}
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"benscale train exited {proc.returncode}: {proc.stderr[-2000:]}")
