@@ -16,7 +16,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 PROFILE ?= profiles/local
 CORES ?= 2
 
-.PHONY: demo test test-fast bench bench-gpu lint venv dev system-deps clean
+.PHONY: demo test test-fast bench bench-gpu wheelhouse lint venv dev system-deps clean
 
 ## The training environment from nothing: torch first (a CPU machine's pip must not pick a
 ## different build), then everything pinned by requirements.lock.
@@ -59,6 +59,13 @@ bench: $(DEV_STAMP)
 ## The GPU acceptance run (one GPU, at most 8 minutes); refuses to run without CUDA.
 bench-gpu: $(DEV_STAMP)
 	$(BIN)/python -m bench gpu
+
+## Wheels for a GPU node with no internet whose python3 already has PyTorch (a site
+## module, a container): what benscale needs and the node lacks, for the node's Python.
+## There: `bash tools/gpu-node.sh` installs them and runs the GPU acceptance run.
+##   make wheelhouse NODE_PYTHON=3.12 NODE_HAVE=node-pip-list.txt
+wheelhouse: $(STAMP)
+	$(BIN)/python tools/wheelhouse.py --python-version $(NODE_PYTHON) --have $(NODE_HAVE) --out .whl
 
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench

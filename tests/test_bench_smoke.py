@@ -84,17 +84,35 @@ def test_gpu_benchmark_refuses_a_machine_without_cuda(repo_dir: Path, tmp_path: 
 
 @pytest.mark.slow
 @pytest.mark.timeout(900)
-def test_gpu_benchmark_plumbing_on_the_cpu(repo_dir: Path, tmp_path: Path,
-                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    """``bench gpu --device cpu --quick``: every figure of the GPU run, on the CPU (no docs)."""
+def test_gpu_benchmark_plumbing_on_the_cpu_through_the_offline_node_path(
+        repo_dir: Path, shared_dir: Path, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """``bench gpu --device cpu --quick`` as a GPU node without internet runs it: every
+    figure of the GPU run, on the CPU (no docs), started by tools/gpu-node.sh with a
+    dependency (hjson, DeepSpeed's) that only the wheel folder of tools/wheelhouse.py has."""
     monkeypatch.syspath_prepend(str(repo_dir))
     keys = set(importlib.import_module("bench.gpu").KEYS)
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    freeze = subprocess.run([sys.executable, "-m", "pip", "list", "--format", "freeze"],
+                            capture_output=True, text=True, check=True).stdout
+    have = tmp_path / "node-packages.txt"
+    have.write_text("".join(line + "\n" for line in freeze.splitlines()
+                            if not line.lower().startswith("hjson==")))
+    wheels, site = tmp_path / "wheels", tmp_path / "site"
+    python_version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    built = subprocess.run([sys.executable, "tools/wheelhouse.py", "--python-version",
+                            python_version, "--have", str(have), "--out", str(wheels)],
+                           cwd=repo_dir, env=env, capture_output=True, text=True, check=False)
+    assert built.returncode == 0, built.stderr[-4000:]
+    assert [p.name.split("-")[0] for p in wheels.glob("*.whl")] == ["hjson"], built.stdout
     proc = subprocess.run(
-        [sys.executable, "-m", "bench", "gpu", "--device", "cpu", "--quick",
+        ["bash", "tools/gpu-node.sh", "--device", "cpu", "--quick",
          "--out", str(tmp_path / "out"), "--work", str(tmp_path / "work")],
-        cwd=repo_dir, env=env, capture_output=True, text=True, check=False)
+        cwd=repo_dir, capture_output=True, text=True, check=False,
+        env={**env, "PYTHON": sys.executable, "WHEELS": str(wheels), "SITE": str(site),
+             "BENSCALE_SHARED": str(shared_dir)})
     assert proc.returncode == 0, proc.stderr[-4000:]
+    assert list(site.glob("hjson*")), "the wheel folder was not installed"
     (path,) = (tmp_path / "out").glob("gpu-*-quick.json")
     bench = json.loads(path.read_text())["benchmarks"]["gpu"]
     (systems,) = (tmp_path / "out").glob("gpu-*-systems.yaml")
@@ -103,3 +121,38 @@ def test_gpu_benchmark_plumbing_on_the_cpu(repo_dir: Path, tmp_path: Path,
     assert set(bench["figures"]) == keys
     for key, fig in bench["figures"].items():
         assert all(math.isfinite(v) and v > 0 for v in _numbers(fig["ratio"])), key
+
+
+def test_wheelhouse_takes_the_runtime_dependencies_at_their_installed_versions(
+        repo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The wheel folder's list: benscale's run-time closure (no workflow, test or bench
+    extras), at the versions installed here, less what the node has."""
+    from importlib.metadata import version
+
+    monkeypatch.syspath_prepend(str(repo_dir / "tools"))
+    wheelhouse = importlib.import_module("wheelhouse")
+    closure = wheelhouse.runtime_closure("benscale", "3.12")
+    for name in ("torch", "deepspeed", "netcdf4", "rasterio", "mlperf-logging", "hjson",
+                 "pydantic"):  # direct, and through DeepSpeed
+        assert closure[name] == version(name), name
+    for name in ("benscale", "snakemake", "pytest", "torchgeo"):
+        assert name not in closure, name
+
+
+def test_wheelhouse_reads_a_pip_freeze_or_names(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch,
+                                                repo_dir: Path) -> None:
+    monkeypatch.syspath_prepend(str(repo_dir / "tools"))
+    wheelhouse = importlib.import_module("wheelhouse")
+    listing = tmp_path / "have.txt"
+    listing.write_text("# the node\nNumPy==2.5.2\ntorch @ file:///wheels/torch.whl\n"
+                       "py_cpuinfo\n\n")
+    assert wheelhouse.node_has(listing) == {"numpy", "torch", "py-cpuinfo"}
+
+
+def test_gpu_node_script_names_a_missing_wheel_folder(repo_dir: Path, tmp_path: Path) -> None:
+    proc = subprocess.run(["bash", "tools/gpu-node.sh"], cwd=repo_dir, capture_output=True,
+                          text=True, check=False, env={**os.environ,
+                                                      "WHEELS": str(tmp_path / "none")})
+    assert proc.returncode == 2
+    assert f"no wheels in {tmp_path / 'none'}" in proc.stderr
