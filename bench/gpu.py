@@ -32,8 +32,10 @@ import statistics
 import subprocess
 import sys
 import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 
@@ -53,6 +55,22 @@ KEYS = (*(f"{e}_{p}_b{b}_vs_bare" for e in ENGINES for p, _, _ in PRECISIONS for
 #: How close benscale's timing must come to the profiler's: within 10 % of the profiler's
 #: figure plus 0.5 ms per step (the synchronisations and the hook's events themselves).
 TOLERANCE_REL, TOLERANCE_ABS_S = 0.10, 0.5e-3
+
+T = TypeVar("T")
+
+
+def attempt(errors: dict[str, str], key: str, fn: Callable[[], T]) -> T | None:
+    """``fn()``, or None with its error kept under ``key``.
+
+    A GPU machine may be had for minutes only, and these CUDA paths run there first: one
+    path failing must not cost the figures of the others (the run then reports "partial").
+    """
+    try:
+        return fn()
+    except Exception as exc:  # any failure of one measurement, reported with the others
+        traceback.print_exc()
+        errors[key] = f"{type(exc).__name__}: {exc}"
+        return None
 
 
 # ---------------------------------------------------------------------------- workloads
@@ -139,7 +157,8 @@ def _timed(fn: Any, steps: int) -> float:
 
 def steps_worker(rank: int, spec: dict[str, Any]) -> None:
     """One process on one device: every engine x precision x batch against the bare loop,
-    alternating blocks of steps; then the profiler check."""
+    alternating blocks of steps; then the profiler check. A failing one is recorded under
+    ``errors`` and the others still run."""
     import torch
 
     from bench.train_step import _init
@@ -147,26 +166,52 @@ def steps_worker(rank: int, spec: dict[str, Any]) -> None:
     device = _init(rank, 1, spec["port"], spec["threads"])
     if spec["device"] == "cpu":
         device = torch.device("cpu")
-    out: dict[str, Any] = {"steps": {}, "profile": None}
+    out: dict[str, Any] = {"steps": {}, "profile": None, "errors": {}}
     for key, precision, channels_last in PRECISIONS:
         for batch in spec["batches"]:
-            bare = BareLoop(precision, channels_last, batch, device)
-            for engine in ENGINES:
-                if (engine, key) not in RUNNABLE:
-                    continue
-                ours = Harness(engine, precision, channels_last, batch, device)
-                rates: dict[str, list[float]] = {"benscale": [], "bare": []}
-                ours.steps(spec["warmup"])
-                bare.steps(spec["warmup"])
-                for r in range(spec["repeats"]):
-                    order = (("benscale", ours.steps), ("bare", bare.steps))
-                    for name, fn in order if r % 2 == 0 else order[::-1]:
-                        rates[name].append(batch * spec["steps"] / _timed(fn, spec["steps"]))
-                out["steps"][f"{engine}_{key}_b{batch}"] = rates
-                del ours
+            engines = [e for e in ENGINES if (e, key) in RUNNABLE]
+            bare = attempt(out["errors"], f"bare_{key}_b{batch}",
+                           lambda p=precision, c=channels_last, b=batch:
+                           BareLoop(p, c, b, device))
+            for engine in engines if bare is not None else ():
+                name = f"{engine}_{key}_b{batch}"
+                rates = attempt(out["errors"], name,
+                                lambda e=engine, p=precision, c=channels_last, b=batch,
+                                bare=bare: _compare(Harness(e, p, c, b, device), bare, b,
+                                                    spec))
+                if rates is not None:
+                    out["steps"][name] = rates
+                _release(device)
+                # Kept after each: a crash of this process leaves what was measured.
+                Path(spec["out"]).write_text(json.dumps(out))
             del bare
-    out["profile"] = profile_check(device, spec)
+            _release(device)
+    out["profile"] = attempt(out["errors"], "profile", lambda: profile_check(device, spec))
     Path(spec["out"]).write_text(json.dumps(out))
+
+
+def _compare(ours: Harness, bare: BareLoop, batch: int, spec: dict[str, Any]
+             ) -> dict[str, list[float]]:
+    """samples/s of ``ours`` and ``bare`` in alternating blocks of steps, warmed up first."""
+    rates: dict[str, list[float]] = {"benscale": [], "bare": []}
+    ours.steps(spec["warmup"])
+    bare.steps(spec["warmup"])
+    for r in range(spec["repeats"]):
+        order = (("benscale", ours.steps), ("bare", bare.steps))
+        for name, fn in order if r % 2 == 0 else order[::-1]:
+            rates[name].append(batch * spec["steps"] / _timed(fn, spec["steps"]))
+    return rates
+
+
+def _release(device: Any) -> None:
+    """Give the freed models' GPU memory back before the next one is built."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def profile_check(device: Any, spec: dict[str, Any]) -> dict[str, Any]:
@@ -273,61 +318,72 @@ def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
             "repeats": ctx.size(1, 5), "steps": ctx.size(1, 10), "warmup": ctx.size(1, 5),
             "threads": os.cpu_count() or 1, "port": free_port(),
             "out": str(ctx.work / f"gpu-steps-{device}.json")}
-    mp.spawn(steps_worker, args=(spec,), nprocs=1, join=True)
-    measured = json.loads(Path(spec["out"]).read_text())
+    errors: dict[str, str] = {}
+    Path(spec["out"]).unlink(missing_ok=True)  # never an earlier run's figures
+    attempt(errors, "steps process", lambda: mp.spawn(steps_worker, args=(spec,), nprocs=1,
+                                                      join=True))
+    out = Path(spec["out"])
+    measured = (json.loads(out.read_text()) if out.exists()
+                else {"steps": {}, "profile": None, "errors": {}})
+    errors = {**measured["errors"], **errors}
     figures = []
     for engine in ENGINES:
         for key, precision, channels_last in PRECISIONS:
             if (engine, key) not in RUNNABLE:
                 continue
             for b, batch in zip(BATCHES, spec["batches"], strict=False):
-                rates = measured["steps"][f"{engine}_{key}_b{batch}"]
+                rates = measured["steps"].get(f"{engine}_{key}_b{batch}")
+                if rates is None:
+                    continue
                 figures.append(rate_figure(
                     f"{engine}_{key}_b{b}_vs_bare",
                     f"{engine}, {precision}{' + channels_last' if channels_last else ''}, "
                     f"batch {batch}/GPU: benscale vs bare PyTorch", rates["benscale"],
                     rates["bare"], "bare PyTorch loop, same GPU", "samples/s", goal=0.97))
-    rows = epoch_run(ctx, device)
-    steady = rows[1:] or rows
-    data_s = [float(r["data_time_s"]) for r in steady]
-    epoch_s = [float(r["epoch_time_s"]) for r in steady]
-    figures.append(rate_figure("epoch_data_share", "real epoch, batch 256/GPU, default loader "
-                               "threads: data time as a share of the epoch", data_s, epoch_s,
-                               "epoch time", "s", note="goal: ratio <= 0.02 (lower is "
-                               "better; the table's 'met' column reads >= and does not apply)"))
+    rows = attempt(errors, "epoch", lambda: epoch_run(ctx, device)) or []
+    if rows:
+        steady = rows[1:] or rows
+        figures.append(rate_figure(
+            "epoch_data_share", "real epoch, batch 256/GPU, default loader threads: data "
+            "time as a share of the epoch", [float(r["data_time_s"]) for r in steady],
+            [float(r["epoch_time_s"]) for r in steady], "epoch time", "s",
+            note="goal: ratio <= 0.02 (lower is better; the table's 'met' column reads >= "
+                 "and does not apply)"))
     prof = measured["profile"]
-    busy = prof["profiler_kernel_busy_s_per_step"] or prof["benscale_compute_s_per_step"]
-    figures.append(rate_figure("profiler_compute_agreement", "benscale's compute time vs "
-                               "the profiler's GPU busy time, same steps",
-                               [prof["benscale_compute_s_per_step"]], [busy],
-                               "torch.profiler", "s/step"))
-    figures.append(rate_figure("profiler_comm_agreement", "benscale's communication (DDP hook) "
-                               "vs the profiler's collective kernels, same steps",
-                               [prof["benscale_comm_s_per_step"] + 1e-9],
-                               [prof["profiler_comm_s_per_step"] + 1e-9], "torch.profiler",
-                               "s/step", note=f"tolerance: |a - b| <= {TOLERANCE_REL:.0%} "
-                               f"of b + {TOLERANCE_ABS_S * 1e3:g} ms per step"))
+    agree = None
+    if prof is not None:
+        busy = prof["profiler_kernel_busy_s_per_step"] or prof["benscale_compute_s_per_step"]
+        figures.append(rate_figure("profiler_compute_agreement", "benscale's compute time vs "
+                                   "the profiler's GPU busy time, same steps",
+                                   [prof["benscale_compute_s_per_step"]], [busy],
+                                   "torch.profiler", "s/step"))
+        figures.append(rate_figure("profiler_comm_agreement", "benscale's communication (DDP "
+                                   "hook) vs the profiler's collective kernels, same steps",
+                                   [prof["benscale_comm_s_per_step"] + 1e-9],
+                                   [prof["profiler_comm_s_per_step"] + 1e-9], "torch.profiler",
+                                   "s/step", note=f"tolerance: |a - b| <= {TOLERANCE_REL:.0%} "
+                                   f"of b + {TOLERANCE_ABS_S * 1e3:g} ms per step"))
+        agree = {"compute": _agrees(prof["benscale_compute_s_per_step"], busy),
+                 "comm": _agrees(prof["benscale_comm_s_per_step"],
+                                 prof["profiler_comm_s_per_step"])}
     compute_per_sample = {}
     for key, precision, channels_last in PRECISIONS:
-        if channels_last:
-            continue
-        rates = measured["steps"][f"ddp_{key}_b{spec['batches'][-1]}"]["bare"]
-        compute_per_sample[precision] = 1.0 / statistics.median(rates)
+        bare = measured["steps"].get(f"ddp_{key}_b{spec['batches'][-1]}")
+        if not channels_last and bare is not None:
+            compute_per_sample[precision] = 1.0 / statistics.median(bare["bare"])
     description = gpu_description() if device == "cuda" else {"gpus": ["cpu smoke run"]}
     gpu_name = (description["gpus"] or ["unknown GPU"])[0]
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
     systems = ctx.out_dir / f"gpu-{time.strftime('%Y-%m-%d')}-{host}-systems.yaml"
-    system_file(systems, compute_per_sample, gpu_name,
-                "smoke run on the CPU: not a GPU measurement" if device == "cpu"
-                else time.strftime("%Y-%m-%d"))
-    agree = {
-        "compute": _agrees(prof["benscale_compute_s_per_step"], busy),
-        "comm": _agrees(prof["benscale_comm_s_per_step"], prof["profiler_comm_s_per_step"]),
-    }
+    if compute_per_sample:
+        system_file(systems, compute_per_sample, gpu_name,
+                    "smoke run on the CPU: not a GPU measurement" if device == "cpu"
+                    else time.strftime("%Y-%m-%d"))
     details = {"device": device if device == "cuda" else "cpu (smoke test: NOT a GPU "
                "measurement)", "gpu": description, "profile": prof, "agreement": agree,
-               "systems_file": str(systems), "compute_s_per_sample": compute_per_sample,
-               "epochs_csv": rows, "notes": [
+               "systems_file": str(systems) if compute_per_sample else None,
+               "compute_s_per_sample": compute_per_sample, "epochs_csv": rows,
+               "errors": errors, "notes": [
                    "deepspeed + channels_last is not measured: DeepSpeed's engine views "
                    "each parameter as bytes to broadcast it, which a channels_last weight "
                    "cannot be (benscale's config refuses the combination)",

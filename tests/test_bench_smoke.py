@@ -156,3 +156,61 @@ def test_gpu_node_script_names_a_missing_wheel_folder(repo_dir: Path, tmp_path: 
                                                       "WHEELS": str(tmp_path / "none")})
     assert proc.returncode == 2
     assert f"no wheels in {tmp_path / 'none'}" in proc.stderr
+
+
+@pytest.mark.timeout(600)
+def test_gpu_benchmark_keeps_the_other_figures_when_one_path_fails(repo_dir: Path,
+                                                                   tmp_path: Path) -> None:
+    """A GPU machine is lent for minutes, and its CUDA paths run there first: one failing
+    path (here the deepspeed harness, made to fail as an untried path might) is recorded
+    by name, and every other measurement of the run still comes back."""
+    out = tmp_path / "steps.json"
+    script = f"""
+import sys
+sys.path[:0] = [{str(repo_dir)!r}, {str(repo_dir / "src")!r}]
+import bench.gpu as gpu
+from benscale.train.world import free_port
+
+class FailingDeepSpeed(gpu.Harness):
+    def __init__(self, engine, *args, **kwargs):
+        if engine == "deepspeed":
+            raise RuntimeError("CUDA error: an untried path")
+        super().__init__(engine, *args, **kwargs)
+
+gpu.Harness = FailingDeepSpeed
+gpu.steps_worker(0, {{"device": "cpu", "batches": [2], "repeats": 1, "steps": 1, "warmup": 1,
+                     "threads": 1, "port": free_port(), "out": {str(out)!r}}})
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                          check=False, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    measured = json.loads(out.read_text())
+    assert measured["errors"] == {
+        "deepspeed_fp32_b2": "RuntimeError: CUDA error: an untried path",
+        "deepspeed_bf16_b2": "RuntimeError: CUDA error: an untried path"}
+    assert set(measured["steps"]) == {"ddp_fp32_b2", "ddp_bf16_b2", "ddp_bf16_cl_b2"}
+    for rates in measured["steps"].values():
+        assert len(rates["benscale"]) == len(rates["bare"]) == 1
+        assert all(r > 0 for r in rates["benscale"] + rates["bare"])
+    assert measured["profile"]["benscale_compute_s_per_step"] > 0
+
+
+def test_a_benchmark_that_names_failures_is_partial(repo_dir: Path, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """What was measured is kept, the failures are named, and the run does not pass."""
+    import types
+
+    monkeypatch.syspath_prepend(str(repo_dir))
+    bench_main = importlib.import_module("bench.__main__")
+    common = importlib.import_module("bench.common")
+    figure = common.rate_figure("kept", "a figure that was measured", [2.0], [1.0], "base",
+                                "items/s")
+    probe = types.ModuleType("bench.partial_probe")
+    probe.run = lambda ctx: ([figure], {"errors": {"epoch": "RuntimeError: boom"}})
+    monkeypatch.setitem(sys.modules, "bench.partial_probe", probe)
+    ctx = common.Context(quick=True, repeats=1, work=tmp_path, warmup=0, device="cpu",
+                         out_dir=tmp_path)
+    record = bench_main.run_one("partial_probe", ctx)
+    assert record["status"] == "partial"
+    assert record["error"] == "epoch: RuntimeError: boom"
+    assert list(record["figures"]) == ["kept"]
