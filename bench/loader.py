@@ -50,8 +50,9 @@ BATCH = 32
 PASSES = 5
 
 
-def shards(ctx: Context, n: int) -> Path:
-    """Extract the benchmark archive once (cached beside it); returns the shards folder."""
+def shards(ctx: Context, n: int, workers: int = 1) -> Path:
+    """Extract the benchmark archive of ``n`` patches once, with ``workers`` processes
+    (cached beside it); returns the shards folder."""
     from benscale.cli import main
     from benscale.files.shards import DEFAULT_COMPRESSION
 
@@ -60,8 +61,8 @@ def shards(ctx: Context, n: int) -> Path:
     done = out / ".complete"
     if not done.exists():
         shutil.rmtree(out, ignore_errors=True)
-        rc = main(["extract", str(root / "index.parquet"), "--out", str(out), "--workers", "1",
-                   "--shard-size", str(max(n // 4, 1))])
+        rc = main(["extract", str(root / "index.parquet"), "--out", str(out),
+                   "--workers", str(workers), "--shard-size", str(max(n // 4, 1))])
         if rc != 0:
             raise RuntimeError(f"benscale extract exited {rc}")
         done.write_text("ok")
