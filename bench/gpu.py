@@ -372,7 +372,8 @@ def run(ctx: Context) -> tuple[list[BenchFigure], dict[str, Any]]:
         bare = measured["steps"].get(f"ddp_{key}_b{spec['batches'][-1]}")
         if not channels_last and bare is not None:
             compute_per_sample[precision] = 1.0 / statistics.median(bare["bare"])
-    description = gpu_description() if device == "cuda" else {"gpus": ["cpu smoke run"]}
+    description = ((attempt(errors, "gpu description", gpu_description) or {"gpus": []})
+                   if device == "cuda" else {"gpus": ["cpu smoke run"]})
     gpu_name = (description["gpus"] or ["unknown GPU"])[0]
     host = re.sub(r"[^A-Za-z0-9_.-]", "_", socket.gethostname())
     systems = ctx.out_dir / f"gpu-{time.strftime('%Y-%m-%d')}-{host}-systems.yaml"
