@@ -32,6 +32,14 @@ from benscale.typed import to_mapping
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BENSCALE_SHARED", REPO.parent / "shared"))
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``python -m benscale.cli`` child: this checkout's src/ first on
+    PYTHONPATH, the caller's path after it (packages installed beside the interpreter, as
+    on a GPU node with its own PyTorch, stay importable), plus ``extra``."""
+    path = os.pathsep.join(filter(None, (str(REPO / "src"), os.environ.get("PYTHONPATH"))))
+    return {**os.environ, "PYTHONPATH": path, **extra}
 #: Default output folder of the JSON records, and the document holding the tables.
 RESULTS_DIR = REPO / "results" / "bench"
 DOCS_PATH = REPO / "docs" / "benchmarks.md"

@@ -39,7 +39,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from bench.common import REPO, BenchFigure, Context, UnavailableError, rate_figure
+from bench.common import BenchFigure, Context, UnavailableError, cli_env, rate_figure
 
 NAME = "gpu"
 PRECISIONS: tuple[tuple[str, str, bool], ...] = (("fp32", "fp32", False),
@@ -169,11 +169,12 @@ def steps_worker(rank: int, spec: dict[str, Any]) -> None:
     out: dict[str, Any] = {"steps": {}, "profile": None, "errors": {}}
     for key, precision, channels_last in PRECISIONS:
         for batch in spec["batches"]:
-            engines = [e for e in ENGINES if (e, key) in RUNNABLE]
             bare = attempt(out["errors"], f"bare_{key}_b{batch}",
                            lambda p=precision, c=channels_last, b=batch:
                            BareLoop(p, c, b, device))
-            for engine in engines if bare is not None else ():
+            if bare is None:
+                continue
+            for engine in (e for e in ENGINES if (e, key) in RUNNABLE):
                 name = f"{engine}_{key}_b{batch}"
                 rates = attempt(out["errors"], name,
                                 lambda e=engine, p=precision, c=channels_last, b=batch,
@@ -261,8 +262,7 @@ def epoch_run(ctx: Context, device: str) -> list[dict[str, str]]:
            str(run_dir)]
     for item in sets:
         cmd += ["--set", item]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, (str(REPO / "src"), os.environ.get("PYTHONPATH"))))}
+    env = cli_env()
     if device == "cpu":
         env["CUDA_VISIBLE_DEVICES"] = ""
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)

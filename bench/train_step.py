@@ -35,7 +35,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import REPO, BenchFigure, Context, Stat, rate_figure
+from bench.common import BenchFigure, Context, Stat, cli_env, rate_figure
 
 NAME = "train_step"
 KEYS = ("step_vs_bare_fp32", "step_vs_bare_bf16",
@@ -318,9 +318,8 @@ def training_run(ctx: Context, data: Path) -> list[dict[str, str]]:
     cmd = [*launcher, "-m", "benscale.cli", "train", "--data", str(data), "--out", str(run_dir)]
     for item in sets:
         cmd += ["--set", item]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join(
-        filter(None, (str(REPO / "src"), os.environ.get("PYTHONPATH"))))}
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    proc = subprocess.run(cmd, env=cli_env(OMP_NUM_THREADS="1"), capture_output=True,
+                          text=True, check=False)
     if proc.returncode != 0:
         raise RuntimeError(f"benscale train exited {proc.returncode}: {proc.stderr[-2000:]}")
     with (run_dir / "epochs.csv").open() as fh:

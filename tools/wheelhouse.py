@@ -95,8 +95,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(".whl"), help="wheel folder")
     args = parser.parse_args(argv)
     have = node_has(args.have)
-    need = {n: v for n, v in runtime_closure("benscale", args.python_version).items()
-            if n not in have}
+    closure = runtime_closure("benscale", args.python_version)
+    need = {n: v for n, v in closure.items() if n not in have}
     args.out.mkdir(parents=True, exist_ok=True)
     for name, version in sorted(need.items()):
         how = fetch(name, version, args.python_version, args.out)
@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     total = sum(p.stat().st_size for p in args.out.glob("*.whl"))
     print(f"wheelhouse: {len(need)} wheels for Python {args.python_version} in {args.out} "
           f"({total / 2**20:.1f} MiB); the node has the other "
-          f"{len(runtime_closure('benscale', args.python_version)) - len(need)}")
+          f"{len(closure) - len(need)}")
     return 0
 
 
