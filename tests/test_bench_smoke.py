@@ -150,6 +150,15 @@ def test_wheelhouse_reads_a_pip_freeze_or_names(tmp_path: Path,
     assert wheelhouse.node_has(listing) == {"numpy", "torch", "py-cpuinfo"}
 
 
+def test_wheelhouse_names_a_dependency_missing_from_the_venv(
+        repo_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(repo_dir / "tools"))
+    wheelhouse = importlib.import_module("wheelhouse")
+    with pytest.raises(SystemExit, match="no-such-dist is not installed in this venv: run "
+                                         "`make venv` first"):
+        wheelhouse.runtime_closure("no-such-dist", "3.12")
+
+
 def test_gpu_node_script_names_a_missing_wheel_folder(repo_dir: Path, tmp_path: Path) -> None:
     proc = subprocess.run(["bash", "tools/gpu-node.sh"], cwd=repo_dir, capture_output=True,
                           text=True, check=False, env={**os.environ,
