@@ -14,6 +14,7 @@ from benscale.files.batches import BatchSplit
 from benscale.files.shards import BandStats
 from benscale.train.data import (
     ORIENTATIONS,
+    BatchMemory,
     DatasetOptions,
     Normalisation,
     PatchDataset,
@@ -174,3 +175,56 @@ def test_evaluation_padding_keeps_every_patch_once(tiny_shards: Path) -> None:
                 else:
                     seen.append(i)
     assert sorted(seen) == list(range(n))
+
+
+@pytest.mark.parametrize("holder", ["tensor", "view", "numpy", "clone"])
+def test_batch_memory_reuses_a_batch_only_once_nothing_refers_to_it(holder: str) -> None:
+    """A buffer comes back only after every tensor, view and NumPy view of its batch has
+    died; until then the next batch gets other memory and the held one keeps its values."""
+    memory = BatchMemory()
+    shape = (2, 3, 4)
+    first = memory.take(shape)
+    first.fill_(7)
+    address = first.data_ptr()
+    views = {"tensor": first, "view": first[1:], "numpy": first.numpy(),
+             "clone": first.clone()}
+    kept = views.pop(holder)
+    del first, views
+    second = memory.take(shape)
+    second.fill_(9)
+    if holder == "clone":
+        assert second.data_ptr() == address
+    else:
+        assert second.data_ptr() != address
+        assert set(np.asarray(kept).ravel().tolist()) == {7}
+    del kept, second
+    assert memory.take(shape).data_ptr() == address
+    assert len(memory.buffers) == (1 if holder == "clone" else 2)
+
+
+def test_batch_memory_keeps_at_most_its_limit_and_starts_empty_elsewhere() -> None:
+    import pickle
+
+    memory = BatchMemory(limit=1)
+    held = [memory.take((4,)), memory.take((4,)), memory.take((5,))]
+    assert [tuple(t.shape) for t in held] == [(4,), (4,), (5,)]
+    assert len({t.data_ptr() for t in held}) == 3 and len(memory.buffers) == 1
+    copy = pickle.loads(pickle.dumps(memory))
+    assert copy.limit == 1 and copy.buffers == []
+
+
+def test_loader_reuses_the_memory_of_consumed_batches(tiny_shards: Path) -> None:
+    """An epoch whose batches are dropped as they are consumed runs in a few reused
+    buffers (at most the batches in flight and the one in hand), with the same contents
+    as batches read one by one."""
+    data, fresh = dataset(tiny_shards, "train", augment=True), dataset(tiny_shards, "train")
+    order = train_batches(len(data), BatchSplit(4, 4, 1), rank=0, world_size=1, seed=0,
+                          epoch=0)
+    assert len(order) >= 8
+    addresses = set()
+    for _ in range(2):
+        for (x, *_), batch in zip(loader(data, order, workers=2, pin_memory=False), order,
+                                  strict=True):
+            assert torch.equal(x, fresh.__getitems__(batch)[0].clone())
+            addresses.add(x.data_ptr())
+    assert len(addresses) == len(data.memory.buffers) <= 2 * 2 + 2

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import itertools
 import math
+import threading
+import weakref
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -98,6 +100,55 @@ def orient_batch(x: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
     return out
 
 
+class BatchMemory:
+    """Host memory for unpinned uint16 batches, each buffer handed out again once nothing
+    refers to the batch made of it.
+
+    A new batch per step (11 MB at batch 32) is what glibc serves from memory it has just
+    handed back to the OS, faulted in and written cold every time; FFCV and DALI keep their
+    batch buffers instead, and so does this (docs/benchmarks.md, "Loader"). Reuse asks
+    nothing of the consumer: a batch is ``torch.from_numpy`` of a fresh NumPy view of its
+    buffer, which every tensor, view or ``.numpy()`` of the batch keeps alive; the buffer
+    is free again when that view has died (a weak reference). The pool grows to the most
+    batches alive at once, at most ``limit`` buffers kept; pinned batches come from torch's
+    caching host allocator, which reuses its blocks the same way.
+    """
+
+    def __init__(self, limit: int = 32) -> None:
+        """Keep at most ``limit`` buffers (beyond it a batch is allocated and let go)."""
+        self.limit = limit
+        self.buffers: list[tuple[np.ndarray, weakref.ref[np.ndarray] | None]] = []
+        self.lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, int]:
+        """A copy in another process (a DataLoader worker started by spawn) starts empty."""
+        return {"limit": self.limit}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        """See :meth:`__getstate__`."""
+        self.__init__(state["limit"])  # type: ignore[misc]
+
+    def take(self, shape: tuple[int, ...]) -> torch.Tensor:
+        """An uninitialised uint16 tensor of ``shape`` in a buffer no batch uses now."""
+        with self.lock:
+            return self._take(shape)
+
+    def _take(self, shape: tuple[int, ...]) -> torch.Tensor:
+        for k, (buffer, handed) in enumerate(self.buffers):
+            if buffer.shape == shape and (handed is None or handed() is None):
+                return self._hand_out(k, buffer)
+        buffer = np.empty(shape, dtype=np.uint16)
+        if len(self.buffers) < self.limit:
+            self.buffers.append((buffer, None))
+            return self._hand_out(len(self.buffers) - 1, buffer)
+        return torch.from_numpy(buffer)
+
+    def _hand_out(self, k: int, buffer: np.ndarray) -> torch.Tensor:
+        view = buffer.view()
+        self.buffers[k] = (buffer, weakref.ref(view))
+        return torch.from_numpy(view)
+
+
 @dataclass(frozen=True)
 class DatasetOptions:
     """What a split's dataset serves: which bands and labels, and its augmentation draw."""
@@ -141,8 +192,9 @@ class PatchDataset(Dataset):
     An item is ``(uint16 (C,120,120), float32 (classes,), index, orientation code)``.
     Built for throughput (docs/benchmarks.md, "Loader"): the DataLoader asks for a whole
     batch at once (``__getitems__``); each patch is copied straight from its shard (a
-    memory map for uncompressed shards) into the batch tensor, which a worker process
-    allocates in shared memory; conversion and normalisation happen on the training device
+    memory map for uncompressed shards) into the batch tensor, which comes from the
+    dataset's :class:`BatchMemory` (a worker process allocates it in shared memory instead);
+    conversion and normalisation happen on the training device
     (:class:`Normalisation`). Flips and rotations are drawn here (fixed by seed, epoch and
     index; ``set_epoch`` changes the draw) and applied on the device too
     (:func:`orient_batch`). A negative index ``-1 - i`` means patch ``i`` used as padding
@@ -156,6 +208,7 @@ class PatchDataset(Dataset):
         self.augment = options.augment
         self.seed, self.epoch = options.seed, 0
         self._codes: np.ndarray | None = None
+        self.memory = BatchMemory()
 
     def __len__(self) -> int:
         """Patches in the split."""
@@ -173,14 +226,20 @@ class PatchDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
         """A batch: uint16 (B, C, 120, 120), float32 (B, classes), int64 (B,) indices,
         int8 (B,) orientation codes (all 0 without augmentation)."""
-        return self.fill(indices, _batch_tensor(self._batch_shape(len(indices))))
+        shape = self._batch_shape(len(indices))
+        if get_worker_info() is None:
+            return self.fill(indices, self.memory.take(shape))
+        return self.fill(indices, _shared_batch_tensor(shape))
 
     def _batch_shape(self, n: int) -> tuple[int, int, int, int]:
         return (n, len(self.shards.bands), PATCH_PX, PATCH_PX)
 
     def empty_batch(self, n: int, pin_memory: bool = False) -> torch.Tensor:
-        """An uninitialised uint16 batch of ``n`` patches for :meth:`fill`."""
-        return torch.empty(self._batch_shape(n), dtype=torch.uint16, pin_memory=pin_memory)
+        """An uninitialised uint16 batch of ``n`` patches for :meth:`fill` (pinned: from torch's
+        caching host allocator; otherwise from the dataset's :class:`BatchMemory`)."""
+        if pin_memory:
+            return torch.empty(self._batch_shape(n), dtype=torch.uint16, pin_memory=True)
+        return self.memory.take(self._batch_shape(n))
 
     def fill(self, indices: Sequence[int], x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """The batch of ``indices`` (as :meth:`__getitems__`), its patches copied into ``x``."""
@@ -201,15 +260,13 @@ class PatchDataset(Dataset):
         return self._codes
 
 
-def _batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
-    """An empty uint16 tensor; in a DataLoader worker, in shared memory.
+def _shared_batch_tensor(shape: tuple[int, ...]) -> torch.Tensor:
+    """An empty uint16 tensor in shared memory, for a DataLoader worker's batch.
 
     A worker's batch travels to the trainer through shared memory; allocating it there
     directly (as torch's default_collate does, with the same calls) saves one copy of every
     batch.
     """
-    if get_worker_info() is None:
-        return torch.empty(shape, dtype=torch.uint16)
     storage = torch.empty(0, dtype=torch.uint16)._typed_storage()._new_shared(
         math.prod(shape))
     return torch.empty(0, dtype=torch.uint16).new(storage).view(shape)
@@ -298,8 +355,9 @@ class ThreadedBatches:
     For memory-mapped shards: a batch is memory copies and NumPy arithmetic, which release
     the GIL, so threads overlap with training without the cost of worker processes, whose
     batches travel through freshly allocated shared memory, paid in page faults
-    (docs/benchmarks.md, "Loader"). Each batch is a new tensor, so a consumer
-    may keep batches as long as it likes. At most ``2 * workers`` batches are in flight.
+    (docs/benchmarks.md, "Loader"). A consumer may keep batches as long as it likes: a
+    batch's memory is reused only once nothing refers to it (:class:`BatchMemory`). At most
+    ``2 * workers`` batches are in flight.
     """
 
     def __init__(self, dataset: PatchDataset, batches: list[list[int]], workers: int,
@@ -332,13 +390,10 @@ class ThreadedBatches:
 
     def _submit(self, pool: ThreadPoolExecutor, batch: list[int]
                 ) -> Future[tuple[torch.Tensor, ...]]:
-        # The batch tensor is allocated here, in the consuming thread, and only filled by
-        # the loader thread: a batch allocated in a loader thread comes from that thread's
-        # malloc arena and, freed by the trainer, is handed back to the OS, so every batch
-        # paid ~15 page faults per sample (~3 us each on a VM) again; allocated and freed in
-        # one arena, glibc keeps reusing the same memory (docs/benchmarks.md, "Loader").
-        # Pinned batches come from torch's caching host allocator, reused the same way,
-        # without a second copy into pinned memory.
+        # The batch tensor is taken here, in the consuming thread, and only filled by the
+        # loader thread: the dataset's BatchMemory is not shared between threads, and
+        # pinned batches come from torch's caching host allocator without a second copy
+        # into pinned memory.
         x = self.dataset.empty_batch(len(batch), self.pin_memory)
         return pool.submit(self.dataset.fill, batch, x)
 
