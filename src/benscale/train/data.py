@@ -117,35 +117,33 @@ class BatchMemory:
     def __init__(self, limit: int = 32) -> None:
         """Keep at most ``limit`` buffers (beyond it a batch is allocated and let go)."""
         self.limit = limit
-        self.buffers: list[tuple[np.ndarray, weakref.ref[np.ndarray] | None]] = []
+        self.buffers: list[tuple[np.ndarray, weakref.ref[np.ndarray]]] = []
         self.lock = threading.Lock()
 
-    def __getstate__(self) -> dict[str, int]:
+    def __reduce__(self) -> tuple[type[BatchMemory], tuple[int]]:
         """A copy in another process (a DataLoader worker started by spawn) starts empty."""
-        return {"limit": self.limit}
-
-    def __setstate__(self, state: dict[str, int]) -> None:
-        """See :meth:`__getstate__`."""
-        self.__init__(state["limit"])  # type: ignore[misc]
+        return BatchMemory, (self.limit,)
 
     def take(self, shape: tuple[int, ...]) -> torch.Tensor:
         """An uninitialised uint16 tensor of ``shape`` in a buffer no batch uses now."""
         with self.lock:
-            return self._take(shape)
-
-    def _take(self, shape: tuple[int, ...]) -> torch.Tensor:
-        for k, (buffer, handed) in enumerate(self.buffers):
-            if buffer.shape == shape and (handed is None or handed() is None):
-                return self._hand_out(k, buffer)
-        buffer = np.empty(shape, dtype=np.uint16)
-        if len(self.buffers) < self.limit:
-            self.buffers.append((buffer, None))
-            return self._hand_out(len(self.buffers) - 1, buffer)
-        return torch.from_numpy(buffer)
+            for k, (buffer, handed) in enumerate(self.buffers):
+                if buffer.shape == shape and handed() is None:
+                    return self._hand_out(k, buffer)
+            buffer = np.empty(shape, dtype=np.uint16)
+            if len(self.buffers) == self.limit:
+                return torch.from_numpy(buffer)
+            return self._hand_out(len(self.buffers), buffer)
 
     def _hand_out(self, k: int, buffer: np.ndarray) -> torch.Tensor:
+        """``buffer``, slot ``k`` of the pool (a new slot at the end), as a batch tensor whose
+        liveness is watched through a fresh view."""
         view = buffer.view()
-        self.buffers[k] = (buffer, weakref.ref(view))
+        slot = (buffer, weakref.ref(view))
+        if k == len(self.buffers):
+            self.buffers.append(slot)
+        else:
+            self.buffers[k] = slot
         return torch.from_numpy(view)
 
 
