@@ -33,13 +33,6 @@ from benscale.typed import to_mapping
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("BENSCALE_SHARED", REPO.parent / "shared"))
 
-
-def cli_env(**extra: str) -> dict[str, str]:
-    """The environment of a ``python -m benscale.cli`` child: this checkout's src/ first on
-    PYTHONPATH, the caller's path after it (packages installed beside the interpreter, as
-    on a GPU node with its own PyTorch, stay importable), plus ``extra``."""
-    path = os.pathsep.join(filter(None, (str(REPO / "src"), os.environ.get("PYTHONPATH"))))
-    return {**os.environ, "PYTHONPATH": path, **extra}
 #: Default output folder of the JSON records, and the document holding the tables.
 RESULTS_DIR = REPO / "results" / "bench"
 DOCS_PATH = REPO / "docs" / "benchmarks.md"
@@ -48,6 +41,14 @@ CACHE_DIR = RESULTS_DIR / "cache"
 
 #: Packages whose versions decide the figures, in addition to provenance's list.
 BENCH_PACKAGES: tuple[str, ...] = ("torchgeo", "h5py", "GDAL")
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment of a ``python -m benscale.cli`` child: this checkout's src/ first on
+    PYTHONPATH, the caller's path after it (packages installed beside the interpreter, as
+    on a GPU node with its own PyTorch, stay importable), plus ``extra``."""
+    path = os.pathsep.join(filter(None, (str(REPO / "src"), os.environ.get("PYTHONPATH"))))
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 class UnavailableError(RuntimeError):

@@ -224,10 +224,9 @@ class PatchDataset(Dataset):
     def __getitems__(self, indices: Sequence[int]) -> tuple[torch.Tensor, ...]:
         """A batch: uint16 (B, C, 120, 120), float32 (B, classes), int64 (B,) indices,
         int8 (B,) orientation codes (all 0 without augmentation)."""
-        shape = self._batch_shape(len(indices))
         if get_worker_info() is None:
-            return self.fill(indices, self.memory.take(shape))
-        return self.fill(indices, _shared_batch_tensor(shape))
+            return self.fill(indices, self.empty_batch(len(indices)))
+        return self.fill(indices, _shared_batch_tensor(self._batch_shape(len(indices))))
 
     def _batch_shape(self, n: int) -> tuple[int, int, int, int]:
         return (n, len(self.shards.bands), PATCH_PX, PATCH_PX)
@@ -388,10 +387,9 @@ class ThreadedBatches:
 
     def _submit(self, pool: ThreadPoolExecutor, batch: list[int]
                 ) -> Future[tuple[torch.Tensor, ...]]:
-        # The batch tensor is taken here, in the consuming thread, and only filled by the
-        # loader thread: the dataset's BatchMemory is not shared between threads, and
-        # pinned batches come from torch's caching host allocator without a second copy
-        # into pinned memory.
+        # The batch tensor is taken here and only filled by the loader thread: unpinned
+        # from the dataset's BatchMemory, pinned straight from torch's caching host
+        # allocator (no second copy into pinned memory).
         x = self.dataset.empty_batch(len(batch), self.pin_memory)
         return pool.submit(self.dataset.fill, batch, x)
 
